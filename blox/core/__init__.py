@@ -1,0 +1,57 @@
+"""blox.core: the functional engine. Every call is `outputs, params = module(params, x)`."""
+
+from ._conv import Conv as Conv
+from ._conv import ConvTranspose as ConvTranspose
+from ._display import display as display
+from ._dropout import Dropout as Dropout
+from ._embed import Embed as Embed
+from ._graph import Graph as Graph
+from ._linear import Linear as Linear
+from ._module import Module as Module
+from ._norm import BatchNorm as BatchNorm
+from ._norm import LayerNorm as LayerNorm
+from ._norm import RMSNorm as RMSNorm
+from ._params import Param as Param
+from ._params import Params as Params
+from ._pool import avg_pool as avg_pool
+from ._pool import max_pool as max_pool
+from ._pool import min_pool as min_pool
+from ._recurrent import GRU as GRU
+from ._recurrent import LSTM as LSTM
+from ._recurrent import GRUState as GRUState
+from ._recurrent import LSTMState as LSTMState
+from ._rng import Rng as Rng
+from ._scan import RecurrenceBase as RecurrenceBase
+from ._scan import SequenceBase as SequenceBase
+from ._scan import dynamic_scan as dynamic_scan
+from ._scan import static_scan as static_scan
+from ._sequential import Sequential as Sequential
+
+__all__ = [
+    "BatchNorm",
+    "Conv",
+    "ConvTranspose",
+    "Dropout",
+    "Embed",
+    "GRU",
+    "GRUState",
+    "Graph",
+    "LSTM",
+    "LSTMState",
+    "LayerNorm",
+    "Linear",
+    "Module",
+    "Param",
+    "Params",
+    "RMSNorm",
+    "RecurrenceBase",
+    "Rng",
+    "SequenceBase",
+    "Sequential",
+    "avg_pool",
+    "display",
+    "dynamic_scan",
+    "max_pool",
+    "min_pool",
+    "static_scan",
+]
