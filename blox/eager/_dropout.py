@@ -1,0 +1,58 @@
+"""Eager `Dropout`: builds `blox.core.Dropout` and keeps its RNG state."""
+
+from typing import Any
+
+from jaxtyping import Array, Float
+
+from blox import core
+
+from ._module import CoreModule
+from ._seed import build_core, init_params
+from ._typecheck import typecheck
+
+
+class Dropout(CoreModule):
+    """Zeroes each element with probability `rate` in training mode.
+
+    Its RNG state (`rng.seed` as raw key data, `rng.counter`) is a pair of
+    buffers; each training call draws one key and advances the counter, so
+    consecutive calls use different masks. Eval mode is the identity.
+
+    Args:
+        rate: Drop probability in `[0, 1)`.
+        seed: Int or key for this layer's RNG; default: the global stream.
+
+    Raises:
+        ValueError: If `rate` is outside `[0, 1)`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from blox import eager as nn
+        >>> drop = nn.Dropout(0.5)
+        >>> a, b = drop(jnp.ones(8)), drop(jnp.ones(8))
+        >>> bool((a != b).any()), int(drop.rng.counter)
+        (True, 2)
+        >>> bool((drop.eval()(jnp.ones(8)) == 1).all())
+        True
+    """
+
+    def __init__(self, rate: float, *, seed: Any = None) -> None:
+        super().__init__()
+        self.rate = rate
+        where = f"nn.Dropout({rate!r})"
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate < 1.0:
+            raise ValueError(
+                f"{where}: expected a dropout rate in [0, 1), got {rate!r}. Fix: pass "
+                "the probability of dropping an element, e.g. nn.Dropout(0.1)."
+            )
+        layer, rng = build_core(where, core.Dropout, (float(rate),), {})
+        params = init_params(where, rng, seed, lambda p: p)
+        self._blox_adopt(layer, params, keep=lambda path: True)
+
+    @typecheck
+    def __call__(self, x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
+        """Applies dropout in training mode; identity in eval mode."""
+        return self._blox_call(self._blox_core, x, is_training=self.__dict__["_blox_training"])
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}"

@@ -1,0 +1,71 @@
+"""Eager `Embed`: builds `blox.core.Embed` and calls it."""
+
+from typing import Any
+
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Integer
+
+from blox import core
+
+from ._module import CoreModule
+from ._seed import build_core, init_params
+from ._typecheck import typecheck
+
+
+class Embed(CoreModule):
+    """A table `embedding` `(num_embeddings, embedding_size)` looked up by id.
+
+    Args:
+        num_embeddings: Vocabulary size.
+        embedding_size: Vector size.
+        seed: Int or key for this layer's init; default: the global stream.
+        **options: Other `blox.core.Embed` options (`embedding_init`,
+            `embedding_metadata`).
+
+    Shapes:
+        ids `(*batch,)` -> `(*batch, embedding_size)`; `attend`:
+        `(*batch, embedding_size)` -> `(*batch, num_embeddings)`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from blox import eager as nn
+        >>> emb = nn.Embed(10, 4)
+        >>> h = emb(jnp.array([[1, 2, 3]]))
+        >>> h.shape, emb.attend(h).shape
+        ((1, 3, 4), (1, 3, 10))
+    """
+
+    def __init__(
+        self, num_embeddings: int, embedding_size: int, *, seed: Any = None, **options: Any
+    ) -> None:
+        super().__init__()
+        self.num_embeddings = num_embeddings
+        self.embedding_size = embedding_size
+        where = f"nn.Embed({num_embeddings}, {embedding_size})"
+        layer, rng = build_core(where, core.Embed, (num_embeddings, embedding_size), options)
+        params = init_params(where, rng, seed, lambda p: layer(p, jnp.zeros((1,), jnp.int32))[1])
+        self._blox_adopt(layer, params, keep=lambda path: path[1] != "rng")
+
+    @typecheck
+    def __call__(
+        self, ids: Integer[Array, "*batch"]
+    ) -> Float[Array, "*batch {self.embedding_size}"]:
+        """Looks up `ids`."""
+        return self._blox_call(self._blox_core, ids)
+
+    @typecheck
+    def attend(
+        self, h: Float[Array, "*batch {self.embedding_size}"]
+    ) -> Float[Array, "*batch {self.num_embeddings}"]:
+        """`h @ embedding.T`, the tied output projection.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from blox import eager as nn
+            >>> nn.Embed(5, 2).attend(jnp.ones((3, 2))).shape
+            (3, 5)
+        """
+        return self._blox_call(self._blox_core.attend, h)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_size}"

@@ -1,0 +1,66 @@
+"""Eager `Linear`: builds `blox.core.Linear` and calls it."""
+
+from typing import Any
+
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from blox import core
+
+from ._module import CoreModule
+from ._seed import build_core, init_params
+from ._typecheck import typecheck
+
+
+class Linear(CoreModule):
+    """`y = x @ kernel + bias`, with `kernel` `(in_features, out_features)`.
+
+    Args:
+        in_features: Size of the last input axis.
+        out_features: Size of the last output axis.
+        use_bias: Add `bias` `(out_features,)`.
+        seed: Int or key for this layer's init; default: the global stream.
+        **options: Other `blox.core.Linear` options (`kernel_init`,
+            `bias_init`, `kernel_metadata`, `bias_metadata`).
+
+    Shapes:
+        `(*batch, in_features)` -> `(*batch, out_features)`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from blox import eager as nn
+        >>> lin = nn.Linear(3, 4)
+        >>> lin(jnp.ones((2, 3))).shape, lin.kernel.shape, lin.bias.shape
+        ((2, 4), (3, 4), (4,))
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        use_bias: bool = True,
+        seed: Any = None,
+        **options: Any,
+    ) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        where = f"nn.Linear({in_features}, {out_features})"
+        layer, rng = build_core(
+            where, core.Linear, (out_features,), {"use_bias": use_bias, **options}
+        )
+        params = init_params(
+            where, rng, seed, lambda p: layer(p, jnp.zeros((1, in_features), jnp.float32))[1]
+        )
+        self._blox_adopt(layer, params, keep=lambda path: path[1] != "rng")
+
+    @typecheck
+    def __call__(
+        self, x: Float[Array, "*batch {self.in_features}"], *, precision: Any = None
+    ) -> Float[Array, "*batch {self.out_features}"]:
+        """Applies the layer; `precision` is passed to the matmul."""
+        return self._blox_call(self._blox_core, x, precision=precision)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"

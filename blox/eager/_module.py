@@ -1,0 +1,955 @@
+"""The stateful object of `blox.eager`: a PyTorch-style module that is a JAX pytree.
+
+How state is threaded, and why this way
+---------------------------------------
+A model is a tree of `Module` objects. Its arrays (parameters, buffers such as
+BatchNorm statistics, and RNG state stored as raw key data) are the pytree's
+leaves; everything else (configuration, mode, which arrays are frozen, the
+wrapped core module) is static data in the treedef. Flattening reads a cached
+description of each object, so passing a model through `jax.jit` costs one
+list comprehension per object.
+
+Every layer call builds a locked `blox.core.Params` from the object's arrays,
+calls its core twin (`outputs, params = core(params, x)`), and writes the
+state entries that came back (running statistics, RNG counters) onto the
+object. Outside transformations that is the whole story: state advances in
+place, as in PyTorch.
+
+Inside a transformation, the object being called is a copy that JAX made when
+it unflattened the arguments, and its new state consists of tracers. Those
+updates reach the caller in one of three ways:
+
+* `nn.filter_jit` / `nn.filter_grad` / `nn.filter_value_and_grad` return the
+  copies' buffers as extra outputs and write them onto the caller's objects
+  (see `_transforms.py`);
+* a function that returns the model returns the updated copy (this is all
+  plain `eqx.filter_jit` does);
+* `model.functional()` returns the new `Params` explicitly.
+
+Two failure modes are guarded. Writing a tracer onto an object that holds
+concrete arrays means the model was closed over by a transformation rather
+than passed in; the update would leak a tracer, so it raises with the fix.
+And a training-mode RNG draw traced outside blox's own transforms (for
+example under `eqx.filter_jit` whose function does not return the model)
+installs a cheap host check that warns once when the same key is drawn twice,
+the symptom of state that silently stopped advancing.
+"""
+
+import contextlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_PARAM, _BUFFER, _CHILD, _CONTAINER = "param", "buffer", "child", "container"
+_ARRAY_KINDS = (_PARAM, _BUFFER)
+
+_local = threading.local()
+
+
+def _carrying() -> bool:
+    """True while tracing inside a blox transform that carries state back."""
+    return getattr(_local, "carry", 0) > 0
+
+
+@contextlib.contextmanager
+def _carry_state() -> Iterator[None]:
+    _local.carry = getattr(_local, "carry", 0) + 1
+    try:
+        yield
+    finally:
+        _local.carry -= 1
+
+
+def _is_array(value: Any) -> bool:
+    return isinstance(value, jax.Array | np.ndarray)
+
+
+def _holds_modules(value: Any) -> bool:
+    if isinstance(value, Module):
+        return True
+    if isinstance(value, list | tuple):
+        return any(_holds_modules(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_modules(v) for v in value.values())
+    return False
+
+
+def _check_container(owner: "Module", name: str, value: Any) -> None:
+    items = value.values() if isinstance(value, dict) else value
+    for item in items:
+        if isinstance(item, list | tuple | dict):
+            _check_container(owner, name, item)
+        elif not isinstance(item, Module):
+            raise TypeError(
+                f"{type(owner).__name__}.{name}: expected a list, tuple or dict of "
+                f"modules only, got an item of type {type(item).__name__}. Fix: use "
+                "nn.Sequential(*layers) to mix modules with plain functions, and "
+                "assign arrays as separate attributes."
+            )
+
+
+class _Aux(NamedTuple):
+    """The static half of a flattened module: equal for equal architectures."""
+
+    cls: type
+    kinds: tuple[tuple[str, str], ...]
+    static: tuple[tuple[str, Any], ...]
+
+
+def _aux_of(module: "Module") -> _Aux:
+    d = module.__dict__
+    aux = d["_blox_aux"]
+    if aux is None:
+        kinds = d["_blox_kinds"]
+        static = tuple(
+            (k, v) for k, v in d.items() if k not in kinds and k not in ("_blox_aux", "_blox_kinds")
+        )
+        aux = _Aux(type(module), tuple(kinds.items()), static)
+        d["_blox_aux"] = aux
+    return aux
+
+
+def _flatten(module: "Module") -> tuple[list[Any], _Aux]:
+    aux = _aux_of(module)
+    d = module.__dict__
+    return [d[name] for name, _ in aux.kinds], aux
+
+
+def _flatten_with_keys(module: "Module") -> tuple[list[tuple[Any, Any]], _Aux]:
+    aux = _aux_of(module)
+    d = module.__dict__
+    key = jax.tree_util.GetAttrKey
+    return [(key(name), d[name]) for name, _ in aux.kinds], aux
+
+
+def _unflatten(aux: _Aux, children: Any) -> "Module":
+    module = object.__new__(aux.cls)
+    d = module.__dict__
+    d.update(aux.static)
+    d["_blox_kinds"] = dict(aux.kinds)
+    d["_blox_aux"] = aux
+    for (name, _), child in zip(aux.kinds, children, strict=True):
+        d[name] = child
+    return module
+
+
+class Module:
+    """Base class of eager models: assign layers as attributes, write `__call__`.
+
+    Sub-modules (and lists, tuples and dicts of them) become children; arrays
+    become trainable parameters (`register_buffer` makes non-trainable state);
+    anything else is static configuration. The object is a JAX pytree whose
+    leaves are exactly its arrays, so `jax.tree.map`, `eqx.filter_jit`,
+    `eqx.partition`, `eqx.apply_updates` and optax all work on it. New objects
+    are in training mode.
+
+    Raises:
+        AttributeError: If an attribute is assigned before
+            `super().__init__()`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from blox import eager as nn
+        >>> class MLP(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.fc1 = nn.Linear(3, 8, seed=0)
+        ...         self.fc2 = nn.Linear(8, 2, seed=1)
+        ...
+        ...     def __call__(self, x):
+        ...         return self.fc2(jax.nn.relu(self.fc1(x)))
+        >>> model = MLP()
+        >>> model(jnp.ones((5, 3))).shape
+        (5, 2)
+        >>> [name for name, _ in model.named_parameters()]
+        ['fc1.kernel', 'fc1.bias', 'fc2.kernel', 'fc2.bias']
+        >>> len(jax.tree.leaves(model))
+        4
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        jax.tree_util.register_pytree_with_keys(
+            cls, _flatten_with_keys, _unflatten, flatten_func=_flatten
+        )
+
+    def __init__(self) -> None:
+        d = self.__dict__
+        d["_blox_kinds"] = {}
+        d["_blox_aux"] = None
+        d["_blox_training"] = True
+        d["_blox_frozen"] = frozenset()
+
+    # -- attributes ---------------------------------------------------------------
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        d = self.__dict__
+        kinds = d.get("_blox_kinds")
+        if kinds is None:
+            raise AttributeError(
+                f"{type(self).__name__}: expected super().__init__() to run before "
+                f"assigning {name!r}, got an uninitialised module. Fix: call "
+                f"super().__init__() first in {type(self).__name__}.__init__."
+            )
+        kind = kinds.get(name)
+        if kind in _ARRAY_KINDS and _is_array(value):
+            old = d[name]
+            if hasattr(old, "shape") and tuple(old.shape) != tuple(value.shape):
+                raise ValueError(
+                    f"{type(self).__name__}.{name}: expected an array of shape "
+                    f"{tuple(old.shape)}, got {tuple(value.shape)}. Fix: assign an "
+                    f"array of the same shape, or `del module.{name}` first to "
+                    "replace it with a new one."
+                )
+            d[name] = jnp.asarray(value) if isinstance(value, np.ndarray) else value
+            return
+        if name.startswith("_blox_"):
+            d[name] = value
+            d["_blox_aux"] = None
+            return
+        kinds.pop(name, None)
+        if isinstance(value, Module):
+            kinds[name] = _CHILD
+        elif _is_array(value):
+            value = jnp.asarray(value)
+            kinds[name] = _PARAM
+        elif isinstance(value, list | tuple | dict) and _holds_modules(value):
+            _check_container(self, name, value)
+            kinds[name] = _CONTAINER
+        d.pop(name, None)  # keep dynamic attributes in assignment order
+        d[name] = value
+        d["_blox_aux"] = None
+
+    def __delattr__(self, name: str) -> None:
+        d = self.__dict__
+        if name not in d:
+            raise AttributeError(
+                f"{type(self).__name__}: expected an existing attribute to delete, "
+                f"got {name!r}. Fix: check the name (see named_parameters())."
+            )
+        d["_blox_kinds"].pop(name, None)
+        del d[name]
+        d["_blox_aux"] = None
+
+    def register_buffer(self, name: str, value: Any) -> None:
+        """Stores `value` as non-trainable state (like BatchNorm statistics).
+
+        Buffers are pytree leaves and `state_dict` entries, get `None`
+        gradients from `nn.filter_grad`, and are written back by blox's
+        transforms when a call changes them.
+
+        Raises:
+            TypeError: If `value` is not an array.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from blox import eager as nn
+            >>> class Counter(nn.Module):
+            ...     def __init__(self):
+            ...         super().__init__()
+            ...         self.register_buffer('count', jnp.zeros((), jnp.int32))
+            >>> [name for name, _ in Counter().named_buffers()]
+            ['count']
+        """
+        if not _is_array(value):
+            raise TypeError(
+                f"{type(self).__name__}.register_buffer({name!r}): expected an "
+                f"array, got {type(value).__name__}. Fix: wrap it with jnp.asarray."
+            )
+        self.__setattr__(name, value)
+        self.__dict__["_blox_kinds"][name] = _BUFFER
+        self.__dict__["_blox_aux"] = None
+
+    # -- modes and freezing -----------------------------------------------------------
+
+    @property
+    def training(self) -> bool:
+        """Whether the module is in training mode (dropout on, BatchNorm updating).
+
+        Example:
+            >>> from blox import eager as nn
+            >>> nn.Dropout(0.5).eval().training
+            False
+        """
+        return self.__dict__["_blox_training"]
+
+    def train(self, mode: bool = True) -> "Module":
+        """Sets training mode on this module and all sub-modules; returns self.
+
+        Example:
+            >>> from blox import eager as nn
+            >>> model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1))
+            >>> model.eval().train().training
+            True
+        """
+        for _, module in self.named_modules():
+            if module.__dict__["_blox_training"] != mode:
+                module.__dict__["_blox_training"] = bool(mode)
+                module.__dict__["_blox_aux"] = None
+        return self
+
+    def eval(self) -> "Module":
+        """Sets inference mode on the whole tree (in place); returns self.
+
+        Example:
+            >>> from blox import eager as nn
+            >>> nn.BatchNorm(4).eval().training
+            False
+        """
+        return self.train(False)
+
+    def freeze(self, *names: str) -> "Module":
+        """Marks parameters as not trainable; returns self.
+
+        With no names, freezes every parameter of this tree; otherwise each
+        name is a dotted parameter name (``'fc.kernel'``) or a sub-module
+        name (``'fc'``), whose parameters all freeze.
+
+        Raises:
+            KeyError: If a name matches no parameter or sub-module.
+
+        Example:
+            >>> from blox import eager as nn
+            >>> model = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+            >>> _ = model.freeze('0')
+            >>> [name for name, _ in model.named_parameters(trainable_only=True)]
+            ['1.kernel', '1.bias']
+        """
+        self._set_frozen(names, True)
+        return self
+
+    def unfreeze(self, *names: str) -> "Module":
+        """Undoes `freeze` for the given names (all parameters if none); returns self.
+
+        Example:
+            >>> from blox import eager as nn
+            >>> lin = nn.Linear(2, 3).freeze()
+            >>> len(list(lin.unfreeze('bias').parameters(trainable_only=True)))
+            1
+        """
+        self._set_frozen(names, False)
+        return self
+
+    def _set_frozen(self, names: tuple[str, ...], frozen: bool) -> None:
+        entries = list(self._named_arrays(kinds=(_PARAM,)))
+        targets = []
+        for name in names:
+            hits = [e for e in entries if e[0] == name or e[0].startswith(name + ".")]
+            if not hits:
+                known = ", ".join(e[0] for e in entries)
+                raise KeyError(
+                    f"{type(self).__name__}.freeze/unfreeze: expected a parameter or "
+                    f"sub-module name, got {name!r}. Fix: use one of: {known}."
+                )
+            targets.extend(hits)
+        for _, owner, attr in targets if names else entries:
+            current = owner.__dict__["_blox_frozen"]
+            updated = current | {attr} if frozen else current - {attr}
+            if updated != current:
+                owner.__dict__["_blox_frozen"] = frozenset(updated)
+                owner.__dict__["_blox_aux"] = None
+
+    # -- traversal -------------------------------------------------------------------------
+
+    def named_children(self) -> Iterator[tuple[str, "Module"]]:
+        """Direct sub-modules with their names (containers flattened as ``name.i``).
+
+        Example:
+            >>> from blox import eager as nn
+            >>> [n for n, _ in nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1)).named_children()]
+            ['0', '1']
+        """
+        d = self.__dict__
+        for name, kind in d["_blox_kinds"].items():
+            if kind == _CHILD:
+                yield name, d[name]
+            elif kind == _CONTAINER:
+                yield from _container_modules(name, d[name])
+
+    def children(self) -> Iterator["Module"]:
+        """Direct sub-modules.
+
+        Example:
+            >>> from blox import eager as nn
+            >>> len(list(nn.Sequential(nn.Linear(2, 2)).children()))
+            1
+        """
+        for _, module in self.named_children():
+            yield module
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+        """This module (name ``''``) and every descendant, depth first.
+
+        Example:
+            >>> from blox import eager as nn
+            >>> [n for n, _ in nn.Sequential(nn.Linear(2, 2)).named_modules()]
+            ['', '0']
+        """
+        yield prefix, self
+        for name, child in self.named_children():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self) -> Iterator["Module"]:
+        """This module and every descendant.
+
+        Example:
+            >>> from blox import eager as nn
+            >>> [type(m).__name__ for m in nn.Sequential(nn.Linear(2, 2)).modules()]
+            ['Sequential', 'Linear']
+        """
+        for _, module in self.named_modules():
+            yield module
+
+    def _named_arrays(
+        self, kinds: tuple[str, ...] = _ARRAY_KINDS
+    ) -> Iterator[tuple[str, "Module", str]]:
+        for prefix, module in self.named_modules():
+            d = module.__dict__
+            for name, kind in d["_blox_kinds"].items():
+                if kind in kinds:
+                    yield (f"{prefix}.{name}" if prefix else name), module, name
+
+    def named_parameters(self, *, trainable_only: bool = False) -> Iterator[tuple[str, jax.Array]]:
+        """`(dotted name, array)` for every parameter (buffers excluded).
+
+        Args:
+            trainable_only: Skip frozen parameters.
+
+        Example:
+            >>> from blox import eager as nn
+            >>> [(n, p.shape) for n, p in nn.Linear(3, 2).named_parameters()]
+            [('kernel', (3, 2)), ('bias', (2,))]
+        """
+        for name, owner, attr in self._named_arrays(kinds=(_PARAM,)):
+            if trainable_only and attr in owner.__dict__["_blox_frozen"]:
+                continue
+            yield name, owner.__dict__[attr]
+
+    def parameters(self, *, trainable_only: bool = False) -> Iterator[jax.Array]:
+        """Every parameter array (buffers excluded).
+
+        Example:
+            >>> from blox import eager as nn
+            >>> sum(p.size for p in nn.Linear(3, 2).parameters())
+            8
+        """
+        for _, value in self.named_parameters(trainable_only=trainable_only):
+            yield value
+
+    def named_buffers(self) -> Iterator[tuple[str, jax.Array]]:
+        """`(dotted name, array)` for every buffer (statistics, RNG state).
+
+        Example:
+            >>> from blox import eager as nn
+            >>> [n for n, _ in nn.BatchNorm(4).named_buffers()]
+            ['running_mean', 'running_var']
+        """
+        for name, owner, attr in self._named_arrays(kinds=(_BUFFER,)):
+            yield name, owner.__dict__[attr]
+
+    def buffers(self) -> Iterator[jax.Array]:
+        """Every buffer array.
+
+        Example:
+            >>> from blox import eager as nn
+            >>> len(list(nn.Dropout(0.5).buffers()))
+            2
+        """
+        for _, value in self.named_buffers():
+            yield value
+
+    # -- state dict ---------------------------------------------------------------------------
+
+    def state_dict(self) -> "OrderedDict[str, jax.Array]":
+        """Every parameter and buffer by dotted name (RNG keys as raw key data).
+
+        Example:
+            >>> from blox import eager as nn
+            >>> list(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1)).state_dict())
+            ['0.kernel', '0.bias', '1.rng.seed', '1.rng.counter']
+        """
+        return OrderedDict(
+            (name, owner.__dict__[attr]) for name, owner, attr in self._named_arrays()
+        )
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> "LoadResult":
+        """Copies arrays from `state_dict` into this model, in place.
+
+        Values are cast to the dtype of the array they replace. Shape
+        mismatches always fail; with `strict`, so do missing and unexpected
+        names. All problems are reported in one error.
+
+        Returns:
+            `LoadResult(missing_keys, unexpected_keys)`.
+
+        Raises:
+            ValueError: Listing missing, unexpected and shape-mismatched names.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from blox import eager as nn
+            >>> a, b = nn.Linear(2, 2, seed=0), nn.Linear(2, 2, seed=1)
+            >>> _ = b.load_state_dict(a.state_dict())
+            >>> bool((a.kernel == b.kernel).all())
+            True
+        """
+        entries = {name: (owner, attr) for name, owner, attr in self._named_arrays()}
+        missing = [name for name in entries if name not in state_dict]
+        unexpected = [name for name in state_dict if name not in entries]
+        mismatched = []
+        for name, (owner, attr) in entries.items():
+            if name in state_dict:
+                want = tuple(owner.__dict__[attr].shape)
+                got = tuple(np.shape(state_dict[name]))
+                if want != got:
+                    mismatched.append(f"{name}: expected {want}, got {got}")
+        problems = []
+        if strict and missing:
+            problems.append(f"missing keys {missing}")
+        if strict and unexpected:
+            problems.append(f"unexpected keys {unexpected}")
+        if mismatched:
+            problems.append(f"shape mismatches [{'; '.join(mismatched)}]")
+        if problems:
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict: expected the names and "
+                f"shapes of this model's state_dict, got {', '.join(problems)}. Fix: "
+                "load a state_dict saved from the same architecture, or pass "
+                "strict=False to skip missing/unexpected names."
+            )
+        for name, (owner, attr) in entries.items():
+            if name in state_dict:
+                old = owner.__dict__[attr]
+                owner.__dict__[attr] = jnp.asarray(state_dict[name], dtype=old.dtype)
+        return LoadResult(missing, unexpected)
+
+    # -- functional form ---------------------------------------------------------------------
+
+    def functional(self) -> tuple[Callable[..., tuple[Any, Any]], Any]:
+        """A pure function and a `blox.core.Params` covering the whole model.
+
+        `outputs, params = fn(params, *args, **kwargs)` runs the model on a
+        copy built from `params` and returns the new params (updated
+        statistics and RNG counters), so it works with raw `jax.jit`,
+        `jax.grad`, `jax.vmap` and `jax.shard_map`. The mode (train/eval) is
+        the model's at the time of the call to `functional()`. Paths are the
+        dotted names split on ``'.'``; frozen parameters and buffers are
+        non-trainable.
+
+        Example:
+            >>> import jax, jax.numpy as jnp
+            >>> from blox import eager as nn
+            >>> model = nn.Linear(3, 2)
+            >>> fn, params = model.functional()
+            >>> y, params = jax.jit(fn)(params, jnp.ones((4, 3)))
+            >>> y.shape, sorted(params.keys())
+            ((4, 2), [('bias',), ('kernel',)])
+            >>> model.load_params(params)
+        """
+        from blox.core import Param, Params
+
+        leaves, treedef = jax.tree.flatten(self)
+        names, flags, metas = _leaf_table(self)
+        paths = tuple(tuple(name.split(".")) for name in names)
+        template = Params.from_dict(
+            {
+                p: Param(v, trainable=t, metadata=m)
+                for p, v, t, m in zip(paths, leaves, flags, metas)
+            },
+            locked=True,
+        )
+
+        def fn(params: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            values = [params[p].value for p in paths]
+            model = jax.tree.unflatten(treedef, values)
+            with _carry_state():
+                out = model(*args, **kwargs)
+            new = jax.tree.leaves(model)
+            return out, jax.tree.unflatten(jax.tree.structure(template), new)
+
+        return fn, template
+
+    def load_params(self, params: Any) -> None:
+        """Writes a `Params` from `functional()` back into this model, in place.
+
+        Raises:
+            KeyError: If `params` lacks one of this model's paths.
+
+        Example:
+            >>> import jax, jax.numpy as jnp
+            >>> from blox import eager as nn
+            >>> model = nn.Linear(3, 2)
+            >>> fn, params = model.functional()
+            >>> params = jax.tree.map(jnp.zeros_like, params)
+            >>> model.load_params(params)
+            >>> float(abs(model.kernel).sum())
+            0.0
+        """
+        for name, owner, attr in list(self._named_arrays()):
+            path = tuple(name.split("."))
+            if path not in params:
+                raise KeyError(
+                    f"{type(self).__name__}.load_params: expected an entry for "
+                    f"{path!r}, got params without it. Fix: pass the params "
+                    "returned by this model's functional()."
+                )
+            owner.__dict__[attr] = params[path].value
+
+    # -- repr ----------------------------------------------------------------------------------
+
+    def extra_repr(self) -> str:
+        """The configuration shown inside this module's parentheses in `repr`.
+
+        Example:
+            >>> from blox import eager as nn
+            >>> nn.Linear(3, 2).extra_repr()
+            'in_features=3, out_features=2'
+        """
+        return ""
+
+    def __repr__(self) -> str:
+        children = [(n, c) for n, c in self.named_children() if not isinstance(c, _Group)]
+        extra = self.extra_repr()
+        if not children:
+            return f"{type(self).__name__}({extra})"
+        lines = [f"{type(self).__name__}({extra}" if extra else f"{type(self).__name__}("]
+        for name, child in children:
+            body = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {body}")
+        lines.append(")")
+        return "\n".join(lines)
+
+
+class LoadResult(NamedTuple):
+    """What `load_state_dict` skipped: `missing_keys` and `unexpected_keys`.
+
+    Example:
+        >>> from blox import eager as nn
+        >>> nn.Linear(2, 2).load_state_dict({}, strict=False).missing_keys
+        ['kernel', 'bias']
+    """
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+def _container_modules(prefix: str, value: Any) -> Iterator[tuple[str, Module]]:
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        name = f"{prefix}.{key}"
+        if isinstance(item, Module):
+            yield name, item
+        else:
+            yield from _container_modules(name, item)
+
+
+def _leaf_table(model: Module) -> tuple[list[str], list[bool], list[dict[str, Any]]]:
+    """Names, trainable flags and metadata of `model`'s leaves, in flatten order."""
+    names, flags, metas = [], [], []
+
+    def visit(module: Module, prefix: str) -> None:
+        d = module.__dict__
+        frozen = d["_blox_frozen"]
+        meta = d.get("_blox_metadata", {})
+        for name, kind in _aux_of(module).kinds:
+            full = f"{prefix}{name}"
+            if kind in _ARRAY_KINDS:
+                names.append(full)
+                flags.append(kind == _PARAM and name not in frozen and _inexact(d[name]))
+                metas.append(dict(meta.get(name, {})))
+            elif kind == _CHILD:
+                visit(d[name], full + ".")
+            else:
+                for sub, child in _sorted_container(full, d[name]):
+                    visit(child, sub + ".")
+
+    visit(model, "")
+    return names, flags, metas
+
+
+def _sorted_container(prefix: str, value: Any) -> Iterator[tuple[str, Module]]:
+    # Containers flatten in JAX's order: dicts by sorted key.
+    if isinstance(value, dict):
+        items = sorted(value.items())
+    else:
+        items = list(enumerate(value))
+    for key, item in items:
+        name = f"{prefix}.{key}"
+        if isinstance(item, Module):
+            yield name, item
+        else:
+            yield from _sorted_container(name, item)
+
+
+def _inexact(value: Any) -> bool:
+    dtype = getattr(value, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)
+
+
+def trainable(model: Any) -> Any:
+    """`model` with every non-trainable leaf replaced by `None`.
+
+    Non-trainable means buffers (statistics, RNG state), frozen parameters and
+    non-float arrays. This is the shape optax and `eqx.apply_updates` expect.
+
+    Example:
+        >>> import optax
+        >>> from blox import eager as nn
+        >>> model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm(2))
+        >>> params = nn.trainable(model)
+        >>> params[1].running_mean is None, params[1].scale.shape
+        (True, (2,))
+        >>> opt_state = optax.adam(1e-3).init(params)
+    """
+    leaves, treedef = jax.tree.flatten(model)
+    flags = _flags(model)
+    return jax.tree.unflatten(treedef, [v if f else None for v, f in zip(leaves, flags)])
+
+
+def _flags(tree: Any) -> list[bool]:
+    """Trainable flag of every leaf of a pytree that may contain modules."""
+    flags: list[bool] = []
+    for node in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, Module)):
+        if isinstance(node, Module):
+            flags.extend(_leaf_table(node)[1])
+        else:
+            flags.append(_inexact(node))
+    return flags
+
+
+# -- calling core modules: where state is read and written back ---------------------------
+
+
+class _Entry(NamedTuple):
+    """How one core parameter maps onto an eager object's attributes."""
+
+    path: tuple[str, ...]  # path in the core Params
+    chain: tuple[str, ...]  # attribute chain on the eager object
+    key_impl: str | None  # PRNG implementation when the value is a typed key
+    trainable: bool
+    metadata: tuple[tuple[str, Any], ...]
+
+
+class _Group(Module):
+    """A namespace for core parameters nested below a layer (``lstm.gates.kernel``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+
+def _get(module: Module, chain: tuple[str, ...]) -> Any:
+    for name in chain[:-1]:
+        module = module.__dict__[name]
+    return module.__dict__[chain[-1]]
+
+
+def _set(module: Module, chain: tuple[str, ...], value: Any) -> None:
+    for name in chain[:-1]:
+        module = module.__dict__[name]
+    module.__dict__[chain[-1]] = value
+
+
+_seen_draws: dict[bytes, set[int]] = {}
+_warned_stale = [False]
+
+
+def _note_draw(seed: Any, counter: Any) -> None:
+    """Host side of the stale-state guard: warn when one RNG key is drawn twice."""
+    seen = _seen_draws.setdefault(np.asarray(seed).tobytes(), set())
+    count = int(counter)
+    if count in seen and not _warned_stale[0]:
+        import warnings
+
+        _warned_stale[0] = True
+        warnings.warn(
+            "blox.eager: a dropout/RNG key was drawn twice from the same state "
+            f"(counter {count}) inside a jitted function: the model's RNG state is "
+            "not advancing, so every step reuses the same mask. Fix: use "
+            "nn.filter_jit (which writes state back), or return the model from "
+            "your eqx.filter_jit function and use the returned one.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    if len(seen) > 65536:
+        seen.clear()
+    seen.add(count)
+
+
+class CoreModule(Module):
+    """An eager object wrapping a core module and the `Params` it uses.
+
+    Built by `nn.from_core(module, params)` and the base of every eager
+    layer. Each call builds locked core params from the object's arrays,
+    calls the core module, and writes changed state (non-trainable entries)
+    back. Typed PRNG keys are held as raw key data. If the core method takes
+    `is_training`, the object's mode is passed.
+    """
+
+    def _blox_adopt(self, core: Any, params: Any, keep: Callable[[tuple[str, ...]], bool]) -> None:
+        """Takes `params` (entries where `keep(path)`) as this object's arrays."""
+        d = self.__dict__
+        base = core.graph.path
+        root = base[:1]
+        entries = []
+        for path, param in params.items():
+            if not keep(path):
+                continue
+            if path[: len(base)] == base:
+                chain = path[len(base) :]
+            else:
+                chain = path[len(root) :]
+            value = param.value
+            key_impl = None
+            if jnp.issubdtype(value.dtype, jax.dtypes.prng_key):
+                key_impl = str(jax.random.key_impl(value))
+                value = jax.random.key_data(value)
+            owner = self
+            for name in chain[:-1]:
+                if name not in owner.__dict__:
+                    owner.__setattr__(name, _Group())
+                owner = owner.__dict__[name]
+            if param.trainable:
+                owner.__setattr__(chain[-1], value)
+            else:
+                owner.register_buffer(chain[-1], value)
+            if param.metadata:
+                group_meta = dict(owner.__dict__.get("_blox_metadata", {}))
+                group_meta[chain[-1]] = dict(param.metadata)
+                owner.__dict__["_blox_metadata"] = group_meta
+                owner.__dict__["_blox_aux"] = None
+            entries.append(
+                _Entry(
+                    path, chain, key_impl, param.trainable, tuple(sorted(param.metadata.items()))
+                )
+            )
+        d["_blox_core"] = core
+        d["_blox_entries"] = tuple(entries)
+        d["_blox_aux"] = None
+
+    def _blox_params(self) -> Any:
+        from blox.core import Param, Params
+
+        data = {}
+        new = object.__new__
+        for entry in self.__dict__["_blox_entries"]:
+            value = _get(self, entry.chain)
+            if entry.key_impl is not None:
+                value = jax.random.wrap_key_data(value, impl=entry.key_impl)
+            p = new(Param)
+            p.value = value
+            p.trainable = entry.trainable
+            p.metadata = dict(entry.metadata)
+            data[entry.path] = p
+        return Params._make(data, True)
+
+    def _blox_call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Calls a core method with this object's params and writes state back."""
+        params = self._blox_params()
+        out, new = method(params, *args, **kwargs)
+        old_data, new_data = params._data, new._data
+        for entry in self.__dict__["_blox_entries"]:
+            if entry.trainable or new_data[entry.path] is old_data[entry.path]:
+                continue
+            value = new_data[entry.path].value
+            if entry.key_impl is not None:
+                value = jax.random.key_data(value)
+            self._blox_write(entry, old_data, value)
+        return out
+
+    def _blox_write(self, entry: _Entry, old_data: Any, value: Any) -> None:
+        old = _get(self, entry.chain)
+        tracer = jax.core.Tracer
+        if isinstance(value, tracer) and not _carrying():
+            if not isinstance(old, tracer):
+                name = ".".join(entry.chain)
+                raise RuntimeError(
+                    f"{type(self).__name__}: expected state updates ({name}) on a "
+                    "model passed into the JAX transformation, got a model closed "
+                    "over by it (its arrays are concrete but the update is traced), "
+                    "so the update would leak a tracer. Fix: pass the model as an "
+                    "argument of nn.filter_jit / nn.filter_grad, call model.eval() "
+                    "for inference, or use fn, params = model.functional()."
+                )
+            if dict(entry.metadata).get("tag") == "rng_counter":
+                seed_path = entry.path[:-1] + ("seed",)
+                seed = old_data.get(seed_path)
+                if seed is not None:
+                    jax.debug.callback(_note_draw, jax.random.key_data(seed.value), old)
+        _set(self, entry.chain, value)
+
+
+def from_core(module: Any, params: Any, *, method: str = "__call__") -> CoreModule:
+    """Wraps a hand-built core module and its params as an eager object.
+
+    Calling the object calls `getattr(module, method)(params, *args, **kwargs)`
+    with the object's arrays, returns the outputs, and keeps updated state
+    (statistics, RNG counters). Parameters keep their core paths relative
+    to the module's node (entries elsewhere, such as a shared `Rng`, are
+    relative to the graph root) as dotted names.
+
+    Args:
+        module: A `blox.core.Module` whose params already exist.
+        params: A `blox.core.Params` holding them.
+        method: The core method that `__call__` invokes (e.g. ``'apply'``).
+
+    Raises:
+        TypeError: If `module` is not a core module or `params` not a Params.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import blox as bx
+        >>> from blox import eager as nn
+        >>> g = bx.Graph('net')
+        >>> rng = bx.Rng(g / 'rng')
+        >>> mlp = bx.Sequential(g / 'mlp', [bx.Linear(g / 'l1', 4, rng=rng),
+        ...                                  bx.Dropout(g / 'drop', 0.5, rng=rng)])
+        >>> _, params = mlp(rng.seed(bx.Params(), seed=0), jnp.ones((2, 3)))
+        >>> model = nn.from_core(mlp, params)
+        >>> sorted(model.state_dict())
+        ['l1.bias', 'l1.kernel', 'rng.counter', 'rng.seed']
+        >>> model(jnp.ones((2, 3))).shape
+        (2, 4)
+    """
+    from blox.core import Module as CoreBase
+    from blox.core import Params
+
+    if not isinstance(module, CoreBase):
+        raise TypeError(
+            f"nn.from_core: expected a blox.core Module, got {type(module).__name__}. "
+            "Fix: pass a module built like bx.Linear(graph / 'name', ...)."
+        )
+    if not isinstance(params, Params):
+        raise TypeError(
+            f"nn.from_core: expected a blox.core Params, got {type(params).__name__}. "
+            "Fix: pass the params returned by the module's first call."
+        )
+    wrapper = _FromCore()
+    wrapper._blox_adopt(module, params, keep=lambda path: True)
+    bound = getattr(module, method)
+    import inspect
+
+    takes_mode = "is_training" in inspect.signature(bound).parameters
+    wrapper.__dict__["_blox_method"] = method
+    wrapper.__dict__["_blox_takes_mode"] = takes_mode
+    wrapper.__dict__["_blox_aux"] = None
+    return wrapper
+
+
+class _FromCore(CoreModule):
+    """The eager object returned by `from_core`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        d = self.__dict__
+        method = getattr(d["_blox_core"], d["_blox_method"])
+        if d["_blox_takes_mode"] and "is_training" not in kwargs:
+            kwargs["is_training"] = d["_blox_training"]
+        return self._blox_call(method, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        core = self.__dict__["_blox_core"]
+        return f"{core!r} at {'/'.join(core.graph.path)!r}"

@@ -1,0 +1,133 @@
+"""Eager `LayerNorm`, `RMSNorm` and `BatchNorm`: build the core layers and call them."""
+
+from typing import Any
+
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from blox import core
+
+from ._module import CoreModule
+from ._seed import build_core, init_params
+from ._typecheck import typecheck
+
+
+class _NormLayer(CoreModule):
+    _core_cls: Any = None
+
+    def _build(self, features: int, seed: Any, options: dict[str, Any]) -> None:
+        self.features = features
+        self.options = tuple(sorted(options.items(), key=lambda kv: kv[0]))
+        where = f"nn.{type(self).__name__}({features})"
+        layer, rng = build_core(where, self._core_cls, (), options)
+        x = jnp.zeros((1, features), jnp.float32)
+        kwargs = {"is_training": False} if self._core_cls is core.BatchNorm else {}
+        params = init_params(where, rng, seed, lambda p: layer(p, x, **kwargs)[1])
+        self._blox_adopt(layer, params, keep=lambda path: path[1] != "rng")
+
+    @typecheck
+    def __call__(
+        self, x: Float[Array, "*batch {self.features}"]
+    ) -> Float[Array, "*batch {self.features}"]:
+        """Normalises `x` (features last)."""
+        return self._blox_call(self._blox_core, x)
+
+    def extra_repr(self) -> str:
+        shown = "".join(f", {k}={v!r}" for k, v in self.options if not k.endswith("_init"))
+        return f"{self.features}{shown}"
+
+
+class LayerNorm(_NormLayer):
+    """Normalises over the last axis, then `* scale + bias`.
+
+    Args:
+        features: Size of the last axis.
+        epsilon: Added to the variance.
+        seed: Int or key for this layer's init.
+        **options: Other `blox.core.LayerNorm` options (`use_scale`,
+            `use_bias`, inits, `axis_name`, `axis_index_groups`).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from blox import eager as nn
+        >>> ln = nn.LayerNorm(3)
+        >>> [round(v, 3) for v in ln(jnp.array([1.0, 2.0, 3.0])).tolist()]
+        [-1.225, 0.0, 1.225]
+    """
+
+    _core_cls = core.LayerNorm
+
+    def __init__(
+        self, features: int, *, epsilon: float = 1e-5, seed: Any = None, **options: Any
+    ) -> None:
+        super().__init__()
+        self._build(features, seed, {"epsilon": epsilon, **options})
+
+
+class RMSNorm(_NormLayer):
+    """Divides by the root mean square of the last axis, then `* scale`.
+
+    Args:
+        features: Size of the last axis.
+        epsilon: Added to the mean square.
+        seed: Int or key for this layer's init.
+        **options: Other `blox.core.RMSNorm` options.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from blox import eager as nn
+        >>> nn.RMSNorm(4)(jnp.ones((2, 4))).shape
+        (2, 4)
+    """
+
+    _core_cls = core.RMSNorm
+
+    def __init__(
+        self, features: int, *, epsilon: float = 1e-5, seed: Any = None, **options: Any
+    ) -> None:
+        super().__init__()
+        self._build(features, seed, {"epsilon": epsilon, **options})
+
+
+class BatchNorm(_NormLayer):
+    """Batch normalisation with running statistics, features last.
+
+    Training mode normalises with batch statistics and updates
+    `running_mean`/`running_var` (buffers) in place; eval mode uses them.
+
+    Args:
+        features: Size of the last axis.
+        momentum: Weight of the old running statistic.
+        epsilon: Added to the variance.
+        seed: Int or key for this layer's init.
+        **options: Other `blox.core.BatchNorm` options.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from blox import eager as nn
+        >>> bn = nn.BatchNorm(2)
+        >>> _ = bn(jnp.array([[0.0, 1.0], [2.0, 3.0]]))
+        >>> bn.running_mean.tolist()
+        [0.10000000149011612, 0.20000000298023224]
+    """
+
+    _core_cls = core.BatchNorm
+
+    def __init__(
+        self,
+        features: int,
+        *,
+        momentum: float = 0.9,
+        epsilon: float = 1e-5,
+        seed: Any = None,
+        **options: Any,
+    ) -> None:
+        super().__init__()
+        self._build(features, seed, {"momentum": momentum, "epsilon": epsilon, **options})
+
+    @typecheck
+    def __call__(
+        self, x: Float[Array, "batch *spatial {self.features}"]
+    ) -> Float[Array, "batch *spatial {self.features}"]:
+        """Normalises `x`; in training mode also updates the running statistics."""
+        return self._blox_call(self._blox_core, x, is_training=self.__dict__["_blox_training"])

@@ -1,0 +1,129 @@
+"""Eager `LSTM` and `GRU`: build the core cells and call `apply` or one step."""
+
+from typing import Any
+
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float
+
+from blox import core
+from blox.core import GRUState, LSTMState
+
+from ._module import CoreModule
+from ._seed import build_core, init_params
+from ._typecheck import typecheck
+
+__all__ = ["GRU", "LSTM", "GRUState", "LSTMState"]
+
+
+class _Recurrent(CoreModule):
+    _core_cls: Any = None
+
+    def _build(self, input_size: int, hidden_size: int, seed: Any, options: dict[str, Any]) -> None:
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        where = f"nn.{type(self).__name__}({input_size}, {hidden_size})"
+        layer, rng = build_core(where, self._core_cls, (hidden_size,), options)
+        x = jnp.zeros((1, input_size), jnp.float32)
+
+        def create(params: Any) -> Any:
+            state, params = layer.initial_state(params, x)
+            return layer(params, x, state)[1]
+
+        params = init_params(where, rng, seed, create)
+        self._blox_adopt(layer, params, keep=lambda path: path[1] != "rng")
+
+    @typecheck
+    def __call__(
+        self,
+        xs: Float[Array, "batch time {self.input_size}"],
+        state: Any = None,
+        is_reset: Bool[Array, "batch time"] | None = None,
+    ) -> tuple[Float[Array, "batch time {self.hidden_size}"], Any]:
+        """Runs a batch-first sequence; returns `(outputs, final_state)`."""
+        return self._blox_call(
+            self._blox_core.apply, xs, state, is_reset, self.__dict__["_blox_training"]
+        )
+
+    @typecheck
+    def step(
+        self,
+        x: Float[Array, "batch {self.input_size}"],
+        state: Any = None,
+        is_reset: Bool[Array, " batch"] | None = None,
+    ) -> tuple[Float[Array, "batch {self.hidden_size}"], Any]:
+        """One time step; `state=None` starts from zeros. Returns `(output, state)`."""
+        if state is None:
+            state = self.initial_state(x.shape[0])
+        return self._blox_call(self._blox_core, x, state, is_reset, self.__dict__["_blox_training"])
+
+    def initial_state(self, batch_size: int) -> Any:
+        """The zero state for `batch_size` rows.
+
+        Example:
+            >>> from blox import eager as nn
+            >>> nn.LSTM(3, 5).initial_state(2).cell.shape
+            (2, 5)
+        """
+        state, _ = self._blox_core.initial_state(None, jnp.zeros((batch_size, 0)))
+        return state
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}"
+
+
+class LSTM(_Recurrent):
+    """Long short-term memory over batch-first sequences.
+
+    `outputs, state = lstm(xs, state=None, is_reset=None)`; one step:
+    `out, state = lstm.step(x, state)`. The gates' parameters are
+    `lstm.gates.kernel` `(input + hidden, 4 * hidden)` and `lstm.gates.bias`.
+
+    Args:
+        input_size: Features per step.
+        hidden_size: Size of `h` and `c`.
+        seed: Int or key for this layer's init.
+        **options: Other `blox.core.LSTM` options (`is_static`).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from blox import eager as nn
+        >>> lstm = nn.LSTM(3, 8)
+        >>> ys, state = lstm(jnp.ones((2, 5, 3)))
+        >>> ys.shape, state.cell.shape, lstm.gates.kernel.shape
+        ((2, 5, 8), (2, 8), (11, 32))
+    """
+
+    _core_cls = core.LSTM
+
+    def __init__(
+        self, input_size: int, hidden_size: int, *, seed: Any = None, **options: Any
+    ) -> None:
+        super().__init__()
+        self._build(input_size, hidden_size, seed, options)
+
+
+class GRU(_Recurrent):
+    """Gated recurrent unit over batch-first sequences; same calls as `LSTM`.
+
+    Args:
+        input_size: Features per step.
+        hidden_size: Size of `h`.
+        seed: Int or key for this layer's init.
+        **options: Other `blox.core.GRU` options (`is_static`).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from blox import eager as nn
+        >>> gru = nn.GRU(3, 4)
+        >>> out, state = gru.step(jnp.ones((2, 3)))
+        >>> out.shape, state.hidden.shape
+        ((2, 4), (2, 4))
+    """
+
+    _core_cls = core.GRU
+
+    def __init__(
+        self, input_size: int, hidden_size: int, *, seed: Any = None, **options: Any
+    ) -> None:
+        super().__init__()
+        self._build(input_size, hidden_size, seed, options)

@@ -1,0 +1,113 @@
+"""The global initialisation stream behind `nn.manual_seed`, and layer building.
+
+Each eager layer draws one key: its own `seed=` if given, otherwise the next
+key of the global stream. That key seeds a core `Rng` which initialises the
+layer's parameters exactly as the core layer would with `bx.Rng` seeded by the
+same key, so eager and core layers agree bit for bit.
+"""
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+_stream: dict[str, Any] = {"seed": 0, "key": None, "count": 0}
+_core_cache: dict[Any, Any] = {}
+
+
+def manual_seed(seed: int) -> None:
+    """Restarts the global initialisation stream at `seed`, like `torch.manual_seed`.
+
+    Layers built afterwards without `seed=` draw consecutive keys from it.
+
+    Raises:
+        TypeError: If `seed` is not an int.
+
+    Example:
+        >>> from blox import eager as nn
+        >>> nn.manual_seed(0); a = nn.Linear(2, 2)
+        >>> nn.manual_seed(0); b = nn.Linear(2, 2)
+        >>> bool((a.kernel == b.kernel).all())
+        True
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(
+            f"nn.manual_seed: expected an int seed, got {type(seed).__name__}. "
+            "Fix: pass e.g. nn.manual_seed(0)."
+        )
+    _stream.update(seed=seed, key=None, count=0)
+
+
+def _next_key(seed: Any, where: str) -> jax.Array:
+    if seed is None:
+        if _stream["key"] is None:
+            _stream["key"] = jax.random.key(_stream["seed"])
+        key = jax.random.fold_in(_stream["key"], _stream["count"])
+        _stream["count"] += 1
+        return key
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return jax.random.key(seed)
+    if isinstance(seed, jax.Array) and jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key):
+        return seed
+    raise TypeError(
+        f"{where}: expected seed to be an int, a typed JAX key or None, got "
+        f"{type(seed).__name__}. Fix: pass seed=0 or seed=jax.random.key(0)."
+    )
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_hashable(v) for v in value)
+    hash(value)
+    return value
+
+
+def build_core(
+    where: str, core_cls: type, args: tuple[Any, ...], options: dict[str, Any]
+) -> tuple[Any, Any]:
+    """The shared, stateless core module (and its init `Rng`) for one config.
+
+    Core modules hold configuration only, so every eager layer with the same
+    configuration uses the same one, which also makes their treedefs equal.
+    """
+    from blox import core
+
+    allowed = [
+        name
+        for name, p in inspect.signature(core_cls.__init__).parameters.items()
+        if name not in ("self", "graph", "rng") and p.kind is p.POSITIONAL_OR_KEYWORD
+    ]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"{where}: expected options among {allowed}, got unknown {unknown}. "
+            "Fix: use the core layer's option names."
+        )
+    try:
+        key = (core_cls, _hashable(args), _hashable(options))
+    except TypeError:
+        key = None
+    if key is not None and key in _core_cache:
+        return _core_cache[key]
+    root = core.Graph("blox")
+    rng = core.Rng(root / "rng")
+    layer = core_cls(root / "layer", *args, rng=rng, **options)
+    if key is not None:
+        _core_cache[key] = (layer, rng)
+    return layer, rng
+
+
+def init_params(
+    where: str,
+    rng: Any,
+    seed: Any,
+    create: Callable[[Any], Any],
+) -> Any:
+    """Seeds the init `Rng` and runs `create(params)` to make every parameter."""
+    from blox import core
+
+    params = rng.seed(core.Params(), seed=_next_key(seed, where))
+    return create(params)

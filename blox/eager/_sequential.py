@@ -1,0 +1,77 @@
+"""Eager `Sequential`: eager modules and plain functions applied in order."""
+
+from collections.abc import Callable
+from typing import Any
+
+from ._module import Module
+
+
+class Sequential(Module):
+    """Applies its layers in order; modules are named by index as in PyTorch.
+
+    Args:
+        *layers: Eager modules and plain callables such as `jax.nn.relu`.
+
+    Raises:
+        TypeError: If a layer is not callable.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from blox import eager as nn
+        >>> mlp = nn.Sequential(nn.Linear(3, 8), jax.nn.relu, nn.Linear(8, 2))
+        >>> mlp(jnp.ones((4, 3))).shape, list(mlp.state_dict())[:2]
+        ((4, 2), ['0.kernel', '0.bias'])
+        >>> mlp[0].kernel.shape, len(mlp)
+        ((3, 8), 3)
+    """
+
+    def __init__(self, *layers: Module | Callable[[Any], Any]) -> None:
+        super().__init__()
+        functions = []
+        for i, layer in enumerate(layers):
+            if isinstance(layer, Module):
+                setattr(self, str(i), layer)
+            elif callable(layer):
+                functions.append((i, layer))
+            else:
+                raise TypeError(
+                    f"nn.Sequential: expected eager modules or callables, got "
+                    f"{type(layer).__name__} at position {i}. Fix: remove it or wrap it "
+                    "in a function."
+                )
+        self._blox_functions = tuple(functions)
+        self._blox_length = len(layers)
+
+    def __getitem__(self, index: int) -> Any:
+        if not -self._blox_length <= index < self._blox_length:
+            raise IndexError(
+                f"nn.Sequential: expected an index in [-{self._blox_length}, "
+                f"{self._blox_length}), got {index}. Fix: use a valid position."
+            )
+        index %= self._blox_length
+        for i, fn in self._blox_functions:
+            if i == index:
+                return fn
+        return self.__dict__[str(index)]
+
+    def __len__(self) -> int:
+        return self._blox_length
+
+    def __call__(self, x: Any) -> Any:
+        """Runs the layers in order."""
+        for i in range(self._blox_length):
+            x = self[i](x)
+        return x
+
+    def __repr__(self) -> str:
+        lines = ["Sequential("]
+        for i in range(self._blox_length):
+            layer = self[i]
+            shown = (
+                repr(layer)
+                if isinstance(layer, Module)
+                else getattr(layer, "__name__", repr(layer))
+            )
+            lines.append(f"  ({i}): " + shown.replace("\n", "\n  "))
+        lines.append(")")
+        return "\n".join(lines)

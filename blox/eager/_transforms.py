@@ -1,0 +1,167 @@
+"""`filter_jit`, `filter_grad`, `filter_value_and_grad` that carry state back.
+
+Drop-ins for the Equinox functions of the same names. Inside, arguments are
+copies that JAX unflattened; a layer call updates the copies' buffers (RNG
+counters, running statistics). These wrappers return those buffers as extra
+outputs and write them onto the caller's own objects, so state advances
+exactly as it would outside a transformation. See `_module.py` for the
+overall design.
+"""
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+
+from ._module import _BUFFER, Module, _carry_state, _flags
+
+
+def _modules(tree: Any) -> list[Module]:
+    return [
+        node
+        for node in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, Module))
+        if isinstance(node, Module)
+    ]
+
+
+def _collect_state(tree: Any) -> list[list[Any]]:
+    """Current buffers of every module in `tree`, in a fixed order."""
+    return [
+        [owner.__dict__[attr] for _, owner, attr in module._named_arrays(kinds=(_BUFFER,))]
+        for module in _modules(tree)
+    ]
+
+
+def _restore_state(tree: Any, state: list[list[Any]]) -> None:
+    """Writes buffers collected from copies onto the matching original objects."""
+    for module, values in zip(_modules(tree), state, strict=True):
+        entries = list(module._named_arrays(kinds=(_BUFFER,)))
+        for (_, owner, attr), value in zip(entries, values, strict=True):
+            owner.__dict__[attr] = value
+
+
+def _copy(tree: Any) -> Any:
+    leaves, treedef = jax.tree.flatten(tree)
+    return jax.tree.unflatten(treedef, leaves)
+
+
+def filter_jit(fun: Callable[..., Any] | None = None, *, donate: str = "none") -> Any:
+    """`eqx.filter_jit` that also writes state updates back to the caller's modules.
+
+    Arrays are traced, everything else is static (as in Equinox). After each
+    call, the buffers of every module passed in (RNG counters, running
+    statistics) hold their new values, whether or not the function returns
+    the model; a returned model carries them too.
+
+    Args:
+        fun: The function to compile.
+        donate: As in `eqx.filter_jit` (``'none'``, ``'all'``,
+            ``'all-except-first'``, ``'warn'``...).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from blox import eager as nn
+        >>> model = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.5))
+        >>> @nn.filter_jit
+        ... def forward(model, x):
+        ...     return model(x)
+        >>> a = forward(model, jnp.ones((2, 3)))
+        >>> b = forward(model, jnp.ones((2, 3)))
+        >>> int(model[1].rng.counter), bool((a != b).any())
+        (2, True)
+    """
+    if fun is None:
+        return functools.partial(filter_jit, donate=donate)
+
+    def traced(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        with _carry_state():
+            out = fun(*args, **kwargs)
+        return out, _collect_state((args, kwargs))
+
+    jitted = eqx.filter_jit(traced, donate=donate)
+
+    @functools.wraps(fun)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        out, state = jitted(args, kwargs)
+        _restore_state((args, kwargs), state)
+        return out
+
+    return wrapper
+
+
+def filter_value_and_grad(fun: Callable[..., Any] | None = None, *, has_aux: bool = False) -> Any:
+    """`eqx.filter_value_and_grad` over trainable leaves, carrying state back.
+
+    Differentiates with respect to the first argument's trainable leaves;
+    buffers, RNG state, frozen and non-float leaves get `None` gradients.
+    State updated inside (e.g. BatchNorm statistics) is written back to the
+    modules passed in.
+
+    Returns:
+        A function returning `(value, grads)` (`((value, aux), grads)` with
+        `has_aux`), `grads` shaped like `nn.trainable(first_argument)`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from blox import eager as nn
+        >>> model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm(2))
+        >>> loss, grads = nn.filter_value_and_grad(lambda m: m(jnp.ones((4, 2))).sum())(model)
+        >>> grads[1].running_mean is None, grads[0].kernel.shape
+        (True, (2, 2))
+        >>> float(model[1].running_mean.sum()) != 0.0
+        True
+    """
+    if fun is None:
+        return functools.partial(filter_value_and_grad, has_aux=has_aux)
+
+    @functools.wraps(fun)
+    def wrapper(x: Any, *args: Any, **kwargs: Any) -> Any:
+        leaves, treedef = jax.tree.flatten(x)
+        flags = _flags(x)
+        diff = [leaf if flag else None for leaf, flag in zip(leaves, flags)]
+
+        def inner(diff_leaves: list[Any]) -> tuple[Any, Any]:
+            merged = [d if f else leaf for d, leaf, f in zip(diff_leaves, leaves, flags)]
+            everything = (jax.tree.unflatten(treedef, merged), *_copy((args, kwargs)))
+            with _carry_state():
+                out = fun(everything[0], *everything[1], **everything[2])
+            state = _collect_state(everything)
+            if has_aux:
+                value, aux = out
+                return value, (aux, state)
+            return out, (None, state)
+
+        (value, (aux, state)), grads = jax.value_and_grad(inner, has_aux=True)(diff)
+        _restore_state((x, args, kwargs), state)
+        grads = jax.tree.unflatten(treedef, grads)
+        return ((value, aux), grads) if has_aux else (value, grads)
+
+    return wrapper
+
+
+def filter_grad(fun: Callable[..., Any] | None = None, *, has_aux: bool = False) -> Any:
+    """`eqx.filter_grad` over trainable leaves, carrying state back.
+
+    Returns:
+        A function returning `grads` (`(grads, aux)` with `has_aux`).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from blox import eager as nn
+        >>> lin = nn.Linear(2, 1).freeze('bias')
+        >>> grads = nn.filter_grad(lambda m: m(jnp.ones((3, 2))).sum())(lin)
+        >>> grads.kernel.tolist(), grads.bias
+        ([[3.0], [3.0]], None)
+    """
+    if fun is None:
+        return functools.partial(filter_grad, has_aux=has_aux)
+    value_and_grad = filter_value_and_grad(fun, has_aux=has_aux)
+
+    @functools.wraps(fun)
+    def wrapper(x: Any, *args: Any, **kwargs: Any) -> Any:
+        out, grads = value_and_grad(x, *args, **kwargs)
+        return (grads, out[1]) if has_aux else grads
+
+    return wrapper
