@@ -17,13 +17,13 @@ Path = tuple[str, ...]
 def _check_name(name: Any, where: str) -> str:
     if not isinstance(name, str):
         raise TypeError(
-            f"{where}: a graph node name must be a str, got "
+            f"{where}: expected a node name of type str, got "
             f"{type(name).__name__} {name!r}. Fix: pass a name such as 'encoder'."
         )
     if not name or "/" in name:
         raise ValueError(
-            f"{where}: a graph node name must be a non-empty string without '/', "
-            f"got {name!r}. Fix: use a plain name such as 'encoder'; nest with "
+            f"{where}: expected a non-empty node name without '/', got {name!r}. "
+            "Fix: use a plain name such as 'encoder'; nest with "
             "graph.child('a').child('b') instead of 'a/b'."
         )
     return name
@@ -40,6 +40,7 @@ class Graph:
         name: The node's name: a non-empty string without ``'/'``.
 
     Raises:
+        TypeError: If the name is not a str.
         ValueError: If the name is empty or contains ``'/'``.
 
     Example:
@@ -55,7 +56,7 @@ class Graph:
     __slots__ = ("_children", "_module", "_parent", "metadata", "name", "path")
 
     def __init__(self, name: str) -> None:
-        self.name = _check_name(name, "Graph()")
+        self.name = _check_name(name, "Graph")
         self.path: Path = (name,)
         self._parent: Graph | None = None
         self._children: dict[str, Graph] = {}
@@ -73,7 +74,9 @@ class Graph:
             The new child node.
 
         Raises:
-            ValueError: If this node already has a child called `name`.
+            TypeError: If `name` is not a str.
+            ValueError: If `name` is empty, contains ``'/'``, or this node
+                already has a child called `name`.
 
         Example:
             >>> import blox as bx
@@ -81,7 +84,7 @@ class Graph:
             >>> g.child('l1').path
             ('net', 'l1')
         """
-        where = f"Graph {'/'.join(self.path)!r}"
+        where = f"Graph at {'/'.join(self.path)!r}"
         _check_name(name, where)
         if name in self._children:
             raise ValueError(

@@ -28,6 +28,17 @@ def _where(module: "Module") -> str:
     return f"{type(module).__name__} at {path!r}"
 
 
+def _where_init(cls: type, signature: inspect.Signature, module: Any, args: Any, kw: Any) -> str:
+    """`Type at 'path'` for a constructor error, the path read from its graph argument."""
+    try:
+        given = list(signature.bind(module, *args, **kw).arguments.values())[1:2]
+    except TypeError:
+        given = []
+    if given and isinstance(given[0], Graph):
+        return f"{cls.__name__} at {'/'.join(given[0].path)!r}"
+    return cls.__name__
+
+
 class Module:
     """Base class of every layer: subclass it, call `super().__init__(graph)`.
 
@@ -87,20 +98,22 @@ class Module:
 
         @functools.wraps(original)
         def __init__(self: Module, *args: Any, **kw: Any) -> None:
-            outermost = "_init_args" not in self.__dict__
-            if outermost:
+            if "_init_args" not in self.__dict__:  # the outermost __init__
                 bound = signature.bind(self, *args, **kw)
                 bound.apply_defaults()
                 names = list(bound.arguments)[2:]  # drop self and graph
                 self._init_args = {n: bound.arguments[n] for n in names}
-                self._init_type = cls.__name__
+                self._init_type = type(self).__name__
             original(self, *args, **kw)
-            if outermost and "graph" not in self.__dict__:
+            # Checked after every __init__ in the chain, so the error names the
+            # class that skipped the call, not only the outermost one.
+            graph = self.__dict__.get("graph")
+            if not isinstance(graph, Graph) or graph._module is not self:
                 raise RuntimeError(
-                    f"{cls.__name__}: expected Module.__init__ to have run, but "
-                    "the module has no graph node. Fix: call "
-                    "super().__init__(graph) at the start of "
-                    f"{cls.__name__}.__init__."
+                    f"{_where_init(cls, signature, self, args, kw)}: expected "
+                    "Module.__init__ to have bound the module to its graph node, "
+                    "got a module without one. Fix: call super().__init__(graph) "
+                    f"at the start of {cls.__name__}.__init__."
                 )
 
         cls.__init__ = __init__  # type: ignore[method-assign]
@@ -222,7 +235,8 @@ class Module:
         Raises:
             ValueError: If `value`, `trainable` and `metadata` are all `None`.
             KeyError: If the parameter does not exist.
-            TypeError: If `value` is not an array.
+            TypeError: If `value` is not an array, `trainable` not a bool or
+                `metadata` not a dict.
 
         Example:
             >>> import jax.numpy as jnp
@@ -248,6 +262,18 @@ class Module:
                 f"{_where(self)}: expected parameter {name!r} at {path!r} to exist "
                 "for set_param, got a container without it. Fix: create it "
                 "first with get_param (run the module once)."
+            )
+        if trainable is not None and not isinstance(trainable, bool):
+            raise TypeError(
+                f"{_where(self)}: expected trainable to be a bool or None for "
+                f"set_param({name!r}), got {type(trainable).__name__} {trainable!r}. "
+                "Fix: pass True or False."
+            )
+        if metadata is not None and not isinstance(metadata, dict):
+            raise TypeError(
+                f"{_where(self)}: expected metadata to be a dict or None for "
+                f"set_param({name!r}), got {type(metadata).__name__}. Fix: pass "
+                "e.g. {'tag': 'stat'}."
             )
         if value is not None and not isinstance(value, jax.Array | np.ndarray | np.generic):
             raise TypeError(

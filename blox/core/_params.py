@@ -21,12 +21,51 @@ Path = tuple[str, ...]
 
 
 def _freeze(value: Any) -> Any:
-    """A hashable stand-in for metadata values, so treedefs hash and compare."""
+    """A hashable stand-in for a metadata value, tagged by container type.
+
+    Tags keep `[1]`, `(1,)` and `{...}` apart, so two metadata dicts freeze
+    equal exactly when they are equal.
+    """
     if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
+        items = sorted(value.items(), key=lambda kv: repr(kv[0]))
+        return ("dict", tuple((k, _freeze(v)) for k, v in items))
+    if isinstance(value, list):
+        return ("list", tuple(_freeze(v) for v in value))
+    if isinstance(value, tuple):
+        return ("tuple", tuple(_freeze(v) for v in value))
+    if isinstance(value, set | frozenset):
+        return ("set", frozenset(_freeze(v) for v in value))
     return value
+
+
+class _Static:
+    """The static (treedef) form of a metadata dict.
+
+    It compares and hashes by the frozen form, so treedefs of equal metadata
+    are equal and jit caches hit, and it keeps the original dict, so
+    unflattening gives back the metadata exactly (nested dicts and lists
+    included) rather than its frozen stand-in.
+    """
+
+    __slots__ = ("_hash", "_key", "metadata")
+
+    def __init__(self, metadata: dict[str, Any]) -> None:
+        self.metadata = dict(metadata)
+        self._key = _freeze(self.metadata)
+        self._hash: int | None = None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Static) and self._key == other._key
+
+    def __hash__(self) -> int:
+        # Lazy: metadata holding an unhashable value still maps and flattens;
+        # only jit, which hashes treedefs, needs the hash.
+        if self._hash is None:
+            self._hash = hash(self._key)
+        return self._hash
+
+    def __repr__(self) -> str:
+        return repr(self.metadata)
 
 
 def _path_str(path: Path) -> str:
@@ -145,17 +184,19 @@ def _values_equal(a: Any, b: Any) -> bool:
 
 jax.tree_util.register_pytree_with_keys(
     Param,
-    lambda p: (((jax.tree_util.GetAttrKey("value"), p.value),), (p.trainable, _freeze(p.metadata))),
+    lambda p: (((jax.tree_util.GetAttrKey("value"), p.value),), (p.trainable, _Static(p.metadata))),
     lambda aux, children: _param_from_aux(aux, children[0]),
-    flatten_func=lambda p: ((p.value,), (p.trainable, _freeze(p.metadata))),
+    flatten_func=lambda p: ((p.value,), (p.trainable, _Static(p.metadata))),
 )
 
 
-def _thaw(frozen: Any) -> dict[str, Any]:
-    return {k: v for k, v in frozen}
+def _thaw(static: _Static) -> dict[str, Any]:
+    # A fresh top-level dict per Param, so editing one Param's metadata in
+    # place cannot reach the treedef or the other copies.
+    return dict(static.metadata)
 
 
-def _param_from_aux(aux: tuple[bool, Any], value: Any) -> Param:
+def _param_from_aux(aux: tuple[bool, _Static], value: Any) -> Param:
     p = object.__new__(Param)
     p.value = value
     p.trainable = aux[0]
@@ -421,7 +462,7 @@ class Params:
         if aux is None:
             aux = (
                 tuple(self._data),
-                tuple((p.trainable, _freeze(p.metadata)) for p in self._data.values()),
+                tuple((p.trainable, _Static(p.metadata)) for p in self._data.values()),
                 self._locked,
             )
             self._aux = aux

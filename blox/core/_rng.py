@@ -10,6 +10,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._graph import Graph
 from ._module import Module, _where
@@ -97,7 +98,8 @@ class Rng(Module):
 
         Raises:
             ValueError: If neither is given, or the first call has no `seed`.
-            TypeError: If `seed` is neither an int nor a key array.
+            TypeError: If `seed` is neither an int, a typed key nor raw
+                `uint32[2]` key data.
 
         Example:
             >>> import blox as bx
@@ -170,6 +172,8 @@ def _as_key(rng: Rng, seed: Any) -> jax.Array:
         seed = None  # falls through to the TypeError below
     if isinstance(seed, int):
         return jax.random.key(seed)
+    if isinstance(seed, np.ndarray | np.generic) and not isinstance(seed, np.bool_):
+        seed = jnp.asarray(seed)
     if isinstance(seed, jax.Array):
         if jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key):
             return seed
@@ -177,7 +181,10 @@ def _as_key(rng: Rng, seed: Any) -> jax.Array:
             return jax.random.wrap_key_data(seed)
         if seed.shape == () and jnp.issubdtype(seed.dtype, jnp.integer):
             return jax.random.key(seed)
+        got = f"an array of shape {seed.shape} and dtype {seed.dtype}"
+    else:
+        got = type(seed).__name__
     raise TypeError(
-        f"{_where(rng)}: expected seed to be an int or a JAX key, got "
-        f"{type(seed).__name__}. Fix: pass an int or jax.random.key(...)."
+        f"{_where(rng)}: expected seed to be an int, a typed JAX key or raw "
+        f"uint32[2] key data, got {got}. Fix: pass an int or jax.random.key(...)."
     )
