@@ -460,9 +460,14 @@ class Params:
     def _static(self) -> Any:
         aux = self._aux
         if aux is None:
+            # Sorted paths: containers with the same entries flatten alike
+            # whatever order they were built or merged in, so a jitted step
+            # that splits and merges params compiles once.
+            data = self._data
+            paths = tuple(sorted(data))
             aux = (
-                tuple(self._data),
-                tuple((p.trainable, _Static(p.metadata)) for p in self._data.values()),
+                paths,
+                tuple((data[k].trainable, _Static(data[k].metadata)) for k in paths),
                 self._locked,
             )
             self._aux = aux
@@ -470,12 +475,16 @@ class Params:
 
 
 def _flatten(p: Params) -> tuple[tuple[Any, ...], Any]:
-    return tuple([q.value for q in p._data.values()]), p._static()
+    aux = p._static()
+    data = p._data
+    return tuple([data[k].value for k in aux[0]]), aux
 
 
 def _flatten_with_keys(p: Params) -> tuple[tuple[Any, ...], Any]:
     DictKey = jax.tree_util.DictKey
-    return tuple((DictKey(k), q.value) for k, q in p._data.items()), p._static()
+    aux = p._static()
+    data = p._data
+    return tuple((DictKey(k), data[k].value) for k in aux[0]), aux
 
 
 def _unflatten(aux: Any, values: Iterable[Any]) -> Params:
