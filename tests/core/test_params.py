@@ -416,7 +416,8 @@ def test_tree_map_keeps_paths_flags_and_metadata_exactly():
     p = make_params()
     q = jax.tree.map(lambda v: v + 1, p)
     assert sorted(q.keys()) == sorted(p.keys())
-    for a, b in zip(p.values(), q.values(), strict=True):
+    for path in p.keys():
+        a, b = p[path], q[path]
         assert b.trainable is a.trainable
         assert b.metadata == a.metadata
         np.testing.assert_array_equal(b.value, np.asarray(a.value) + 1)
