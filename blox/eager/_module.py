@@ -26,17 +26,33 @@ updates reach the caller in one of three ways:
   plain `eqx.filter_jit` does);
 * `model.functional()` returns the new `Params` explicitly.
 
+Each blox transform traces its function inside `_carry_state`, a per-thread
+frame listing the copies it will collect state from: the modules it passed in
+and every module unflattened or built while the frame is open. Collection and
+write-back go by dotted name, not position, because a copy's dict attributes
+iterate in JAX's sorted key order while the original keeps insertion order.
+
 Two failure modes are guarded. Writing a tracer onto an object that holds
-concrete arrays means the model was closed over by a transformation rather
-than passed in; the update would leak a tracer, so it raises with the fix.
-And a training-mode RNG draw traced outside blox's own transforms (for
-example under `eqx.filter_jit` whose function does not return the model)
-installs a cheap host check that warns once when the same key is drawn twice,
-the symptom of state that silently stopped advancing.
+concrete arrays and is not such a copy means the model was closed over by a
+transformation rather than passed in (`jax.jit(lambda x: model(x))`, or a
+closure inside `nn.filter_jit`); the update would leak a tracer, so it raises
+with the fix. Eagerly computed updates (stop-gradient statistics under an
+eager `nn.filter_grad`) are concrete and simply land in place. And a
+training-mode RNG draw traced outside blox's own transforms (for example under
+`eqx.filter_jit` whose function does not return the model) installs a cheap
+host check that warns once per process when one draw site sees the same key
+twice with no later key drawn in between: the symptom of state that silently
+stopped advancing. Keying on the draw site keeps separate jitted functions
+apart, and the "no later key" rule lets a fresh model with the same seed
+replay its stream without a false alarm.
 """
 
 import contextlib
+import functools
+import inspect
+import itertools
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -51,18 +67,60 @@ _ARRAY_KINDS = (_PARAM, _BUFFER)
 _local = threading.local()
 
 
-def _carrying() -> bool:
-    """True while tracing inside a blox transform that carries state back."""
-    return getattr(_local, "carry", 0) > 0
+def _frames() -> list[set[int]]:
+    frames = getattr(_local, "frames", None)
+    if frames is None:
+        frames = _local.frames = []
+    return frames
 
 
 @contextlib.contextmanager
-def _carry_state() -> Iterator[None]:
-    _local.carry = getattr(_local, "carry", 0) + 1
+def _carry_state(*trees: Any) -> Iterator[None]:
+    """Marks a trace whose module copies (those in `trees`) carry state back.
+
+    Every module in `trees`, and every module unflattened or built while the
+    context is open, may take traced state: a blox transform collects it
+    afterwards. Any other object is one the traced function closed over.
+    """
+    frame: set[int] = set()
+    for node in jax.tree.leaves(trees, is_leaf=lambda x: isinstance(x, Module)):
+        if isinstance(node, Module):
+            frame.update(id(module) for module in node.modules())
+    frames = _frames()
+    frames.append(frame)
     try:
         yield
     finally:
-        _local.carry -= 1
+        frames.pop()
+
+
+def _note_copy(module: "Module") -> None:
+    frames = getattr(_local, "frames", None)
+    if frames:
+        frames[-1].add(id(module))
+
+
+def _is_copy(module: "Module") -> bool:
+    """True if `module` belongs to an open `_carry_state` (its state is carried back)."""
+    frames = getattr(_local, "frames", None)
+    return bool(frames) and any(id(module) in frame for frame in frames)
+
+
+def _leaks(module: "Module", old: Any, value: Any) -> bool:
+    """True if writing `value` over `old` on `module` would leak a tracer to the caller."""
+    tracer = jax.core.Tracer
+    return isinstance(value, tracer) and not isinstance(old, tracer) and not _is_copy(module)
+
+
+def _closed_over(module: "Module", name: str) -> RuntimeError:
+    return RuntimeError(
+        f"{type(module).__name__}: expected state updates ({name}) on a model passed "
+        "into the JAX transformation, got a model closed over by it (its arrays "
+        "are concrete but the update is traced), so the update would leak a "
+        "tracer. Fix: pass the model as an argument of nn.filter_jit / "
+        "nn.filter_grad, call model.eval() for inference, or use "
+        "fn, params = model.functional()."
+    )
 
 
 def _is_array(value: Any) -> bool:
@@ -135,6 +193,7 @@ def _unflatten(aux: _Aux, children: Any) -> "Module":
     d["_blox_aux"] = aux
     for (name, _), child in zip(aux.kinds, children, strict=True):
         d[name] = child
+    _note_copy(module)
     return module
 
 
@@ -184,6 +243,7 @@ class Module:
         d["_blox_aux"] = None
         d["_blox_training"] = True
         d["_blox_frozen"] = frozenset()
+        _note_copy(self)  # built inside a blox transform: its state is carried back
 
     # -- attributes ---------------------------------------------------------------
 
@@ -565,20 +625,30 @@ class Module:
         )
 
         def fn(params: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
-            values = [params[p].value for p in paths]
-            model = jax.tree.unflatten(treedef, values)
-            with _carry_state():
+            entries = [params[p] for p in paths]
+            model = jax.tree.unflatten(treedef, [e.value for e in entries])
+            with _carry_state(model):
                 out = model(*args, **kwargs)
-            new = jax.tree.leaves(model)
-            return out, jax.tree.unflatten(jax.tree.structure(template), new)
+            # Matched by path, not by flatten order: Params flattens in its own
+            # (sorted) order, the model in attribute order.
+            new = {
+                p: Param(v, trainable=e.trainable, metadata=e.metadata)
+                for p, e, v in zip(paths, entries, jax.tree.leaves(model))
+            }
+            return out, Params.from_dict(new, locked=params.is_locked)
 
         return fn, template
 
     def load_params(self, params: Any) -> None:
         """Writes a `Params` from `functional()` back into this model, in place.
 
+        Nothing is written unless every entry is present with its shape.
+
         Raises:
             KeyError: If `params` lacks one of this model's paths.
+            ValueError: If an entry's shape differs from the model's array.
+            RuntimeError: If traced values would be written onto a model the
+                enclosing transformation closed over (a tracer leak).
 
         Example:
             >>> import jax, jax.numpy as jnp
@@ -590,6 +660,7 @@ class Module:
             >>> float(abs(model.kernel).sum())
             0.0
         """
+        writes, mismatched = [], []
         for name, owner, attr in list(self._named_arrays()):
             path = tuple(name.split("."))
             if path not in params:
@@ -598,7 +669,21 @@ class Module:
                     f"{path!r}, got params without it. Fix: pass the params "
                     "returned by this model's functional()."
                 )
-            owner.__dict__[attr] = params[path].value
+            value, old = params[path].value, owner.__dict__[attr]
+            if tuple(jnp.shape(value)) != tuple(old.shape):
+                mismatched.append(f"{name}: expected {tuple(old.shape)}, got {jnp.shape(value)}")
+            if _leaks(owner, old, value):
+                raise _closed_over(self, name)
+            writes.append((owner, attr, value))
+        if mismatched:
+            raise ValueError(
+                f"{type(self).__name__}.load_params: expected the shapes of this "
+                f"model's arrays, got [{'; '.join(mismatched)}]. Fix: pass the params "
+                "returned by this model's functional() (or by fn), not another "
+                "architecture's or a stacked batch of them."
+            )
+        for owner, attr, value in writes:
+            owner.__dict__[attr] = value
 
     # -- repr ----------------------------------------------------------------------------------
 
@@ -754,30 +839,48 @@ def _set(module: Module, chain: tuple[str, ...], value: Any) -> None:
     module.__dict__[chain[-1]] = value
 
 
-_seen_draws: dict[bytes, set[int]] = {}
+# The stale-state guard's host-side record: for each (draw site, seed), the
+# counters drawn and when. A draw site is one traced RNG draw, so separate
+# jitted functions (and separate tests) never see each other's draws.
+_seen_draws: dict[tuple[int, bytes], dict[int, int]] = {}
 _warned_stale = [False]
+_draw_sites = itertools.count()
+_draw_clock = itertools.count()
 
 
-def _note_draw(seed: Any, counter: Any) -> None:
-    """Host side of the stale-state guard: warn when one RNG key is drawn twice."""
-    seen = _seen_draws.setdefault(np.asarray(seed).tobytes(), set())
+def _note_draw(site: int, seed: Any, counter: Any) -> None:
+    """Host side of the stale-state guard: warn when one RNG key is drawn twice.
+
+    A repeat of counter `c` is the symptom only if no higher counter was drawn
+    since the last draw of `c`: otherwise a fresh model with the same seed has
+    restarted the stream (reproducibility, not stale state), and the record
+    starts over.
+    """
+    if _warned_stale[0]:
+        return
+    if len(_seen_draws) > 4096:
+        _seen_draws.clear()
+    when = _seen_draws.setdefault((site, np.asarray(seed).tobytes()), {})
     count = int(counter)
-    if count in seen and not _warned_stale[0]:
-        import warnings
-
-        _warned_stale[0] = True
-        warnings.warn(
-            "blox.eager: a dropout/RNG key was drawn twice from the same state "
-            f"(counter {count}) inside a jitted function: the model's RNG state is "
-            "not advancing, so every step reuses the same mask. Fix: use "
-            "nn.filter_jit (which writes state back), or return the model from "
-            "your eqx.filter_jit function and use the returned one.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    if len(seen) > 65536:
-        seen.clear()
-    seen.add(count)
+    now = next(_draw_clock)
+    last = when.get(count)
+    if last is not None:
+        if any(t > last for c, t in when.items() if c > count):
+            when.clear()
+        else:
+            _warned_stale[0] = True
+            warnings.warn(
+                "blox.eager: a dropout/RNG key was drawn twice from the same state "
+                f"(counter {count}) inside a jitted function: the model's RNG state "
+                "is not advancing, so every step reuses the same mask. Fix: use "
+                "nn.filter_jit (which writes state back), or return the model from "
+                "your eqx.filter_jit function and use the returned one.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    if len(when) > 65536:
+        when.clear()
+    when[count] = now
 
 
 class CoreModule(Module):
@@ -863,23 +966,19 @@ class CoreModule(Module):
 
     def _blox_write(self, entry: _Entry, old_data: Any, value: Any) -> None:
         old = _get(self, entry.chain)
-        tracer = jax.core.Tracer
-        if isinstance(value, tracer) and not _carrying():
-            if not isinstance(old, tracer):
-                name = ".".join(entry.chain)
-                raise RuntimeError(
-                    f"{type(self).__name__}: expected state updates ({name}) on a "
-                    "model passed into the JAX transformation, got a model closed "
-                    "over by it (its arrays are concrete but the update is traced), "
-                    "so the update would leak a tracer. Fix: pass the model as an "
-                    "argument of nn.filter_jit / nn.filter_grad, call model.eval() "
-                    "for inference, or use fn, params = model.functional()."
-                )
-            if dict(entry.metadata).get("tag") == "rng_counter":
-                seed_path = entry.path[:-1] + ("seed",)
-                seed = old_data.get(seed_path)
-                if seed is not None:
-                    jax.debug.callback(_note_draw, jax.random.key_data(seed.value), old)
+        if _leaks(self, old, value):
+            raise _closed_over(self, ".".join(entry.chain))
+        if (
+            isinstance(value, jax.core.Tracer)
+            and not _is_copy(self)
+            and dict(entry.metadata).get("tag") == "rng_counter"
+        ):
+            # Traced outside blox's transforms (e.g. eqx.filter_jit): the update
+            # reaches the caller only if the function returns the model.
+            seed = old_data.get(entry.path[:-1] + ("seed",))
+            if seed is not None:
+                site = functools.partial(_note_draw, next(_draw_sites))
+                jax.debug.callback(site, jax.random.key_data(seed.value), old)
         _set(self, entry.chain, value)
 
 
@@ -898,7 +997,9 @@ def from_core(module: Any, params: Any, *, method: str = "__call__") -> CoreModu
         method: The core method that `__call__` invokes (e.g. ``'apply'``).
 
     Raises:
-        TypeError: If `module` is not a core module or `params` not a Params.
+        TypeError: If `module` is not a core module, `params` not a Params,
+            or `method` not a str.
+        ValueError: If `method` names no method of `module`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -928,11 +1029,20 @@ def from_core(module: Any, params: Any, *, method: str = "__call__") -> CoreModu
             f"nn.from_core: expected a blox.core Params, got {type(params).__name__}. "
             "Fix: pass the params returned by the module's first call."
         )
+    if not isinstance(method, str):
+        raise TypeError(
+            f"nn.from_core: expected method to be a str, got {type(method).__name__}. "
+            "Fix: pass the method's name, e.g. method='apply'."
+        )
+    bound = getattr(module, method, None)
+    if not callable(bound):
+        raise ValueError(
+            f"nn.from_core: expected method to name a method of "
+            f"{type(module).__name__}, got {method!r}. Fix: use '__call__' or "
+            "another of its methods taking params first, e.g. 'apply'."
+        )
     wrapper = _FromCore()
     wrapper._blox_adopt(module, params, keep=lambda path: True)
-    bound = getattr(module, method)
-    import inspect
-
     takes_mode = "is_training" in inspect.signature(bound).parameters
     wrapper.__dict__["_blox_method"] = method
     wrapper.__dict__["_blox_takes_mode"] = takes_mode

@@ -9,13 +9,14 @@ overall design.
 """
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
 import jax
 
-from ._module import _BUFFER, Module, _carry_state, _flags
+from ._module import _BUFFER, Module, _carry_state, _closed_over, _flags, _leaks
 
 
 def _modules(tree: Any) -> list[Module]:
@@ -26,19 +27,31 @@ def _modules(tree: Any) -> list[Module]:
     ]
 
 
-def _collect_state(tree: Any) -> list[list[Any]]:
-    """Current buffers of every module in `tree`, in a fixed order."""
+def _collect_state(tree: Any) -> list[dict[str, Any]]:
+    """Current buffers of every module in `tree`, by dotted name.
+
+    Matched by name, not position: a dict attribute of a copy that JAX
+    unflattened iterates in sorted key order, the original in insertion order.
+    """
     return [
-        [owner.__dict__[attr] for _, owner, attr in module._named_arrays(kinds=(_BUFFER,))]
+        {name: owner.__dict__[attr] for name, owner, attr in module._named_arrays(kinds=(_BUFFER,))}
         for module in _modules(tree)
     ]
 
 
-def _restore_state(tree: Any, state: list[list[Any]]) -> None:
-    """Writes buffers collected from copies onto the matching original objects."""
+def _restore_state(tree: Any, state: list[dict[str, Any]]) -> None:
+    """Writes buffers collected from copies onto the matching original objects.
+
+    Raises:
+        RuntimeError: If a traced value would land on an object holding
+            concrete arrays, i.e. a model closed over by an enclosing
+            transformation (writing it would leak a tracer).
+    """
     for module, values in zip(_modules(tree), state, strict=True):
-        entries = list(module._named_arrays(kinds=(_BUFFER,)))
-        for (_, owner, attr), value in zip(entries, values, strict=True):
+        for name, owner, attr in list(module._named_arrays(kinds=(_BUFFER,))):
+            value = values[name]
+            if _leaks(owner, owner.__dict__[attr], value):
+                raise _closed_over(module, name)
             owner.__dict__[attr] = value
 
 
@@ -47,16 +60,45 @@ def _copy(tree: Any) -> Any:
     return jax.tree.unflatten(treedef, leaves)
 
 
+def _run(*args: Any, _blox_fun: tuple[Callable[..., Any], tuple[Any, ...]], **kwargs: Any) -> Any:
+    """The traced body of `filter_jit`: calls the function, returns the copies' state.
+
+    The function travels as a keyword argument, read afresh on every call, so
+    a model used as the function is traced with its current arrays, and
+    ``donate='all-except-first'`` still exempts the caller's first argument.
+    """
+    func, lead = _blox_fun
+    trees = (_blox_fun, args, kwargs)
+    with _carry_state(*trees):
+        out = func(*lead, *args, **kwargs)
+    return out, _collect_state(trees)
+
+
+def _as_pytree_callable(fun: Callable[..., Any]) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    """`fun` as `(func, lead)` with any model it holds as pytree data.
+
+    A model called directly (`nn.filter_jit(model)`) or through a bound method
+    (`nn.filter_jit(model.forward)`) must be traced like an argument, as
+    `eqx.filter_jit` does: closed over, its arrays would be baked into the
+    compiled program (stale after the next update) and its state could not
+    come back.
+    """
+    if inspect.ismethod(fun) and isinstance(fun.__self__, Module):
+        return fun.__func__, (fun.__self__,)
+    return fun, ()
+
+
 def filter_jit(fun: Callable[..., Any] | None = None, *, donate: str = "none") -> Any:
     """`eqx.filter_jit` that also writes state updates back to the caller's modules.
 
-    Arrays are traced, everything else is static (as in Equinox). After each
-    call, the buffers of every module passed in (RNG counters, running
-    statistics) hold their new values, whether or not the function returns
-    the model; a returned model carries them too.
+    Arrays are traced, everything else is static (as in Equinox), including
+    the arrays of `fun` itself when it is a model or a model's bound method.
+    After each call, the buffers of every module passed in (RNG counters,
+    running statistics) hold their new values, whether or not the function
+    returns the model; a returned model carries them too.
 
     Args:
-        fun: The function to compile.
+        fun: The function (or model) to compile.
         donate: As in `eqx.filter_jit` (``'none'``, ``'all'``,
             ``'all-except-first'``, ``'warn'``...).
 
@@ -71,21 +113,19 @@ def filter_jit(fun: Callable[..., Any] | None = None, *, donate: str = "none") -
         >>> b = forward(model, jnp.ones((2, 3)))
         >>> int(model[1].rng.counter), bool((a != b).any())
         (2, True)
+        >>> _ = nn.filter_jit(model)(jnp.ones((2, 3)))
+        >>> int(model[1].rng.counter)
+        3
     """
     if fun is None:
         return functools.partial(filter_jit, donate=donate)
+    target = _as_pytree_callable(fun)
+    jitted = eqx.filter_jit(_run, donate=donate)
 
-    def traced(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
-        with _carry_state():
-            out = fun(*args, **kwargs)
-        return out, _collect_state((args, kwargs))
-
-    jitted = eqx.filter_jit(traced, donate=donate)
-
-    @functools.wraps(fun)
+    @functools.wraps(fun, updated=())
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        out, state = jitted(args, kwargs)
-        _restore_state((args, kwargs), state)
+        out, state = jitted(*args, _blox_fun=target, **kwargs)
+        _restore_state((target, args, kwargs), state)
         return out
 
     return wrapper
@@ -116,7 +156,7 @@ def filter_value_and_grad(fun: Callable[..., Any] | None = None, *, has_aux: boo
     if fun is None:
         return functools.partial(filter_value_and_grad, has_aux=has_aux)
 
-    @functools.wraps(fun)
+    @functools.wraps(fun, updated=())
     def wrapper(x: Any, *args: Any, **kwargs: Any) -> Any:
         leaves, treedef = jax.tree.flatten(x)
         flags = _flags(x)
@@ -125,7 +165,7 @@ def filter_value_and_grad(fun: Callable[..., Any] | None = None, *, has_aux: boo
         def inner(diff_leaves: list[Any]) -> tuple[Any, Any]:
             merged = [d if f else leaf for d, leaf, f in zip(diff_leaves, leaves, flags)]
             everything = (jax.tree.unflatten(treedef, merged), *_copy((args, kwargs)))
-            with _carry_state():
+            with _carry_state(everything):
                 out = fun(everything[0], *everything[1], **everything[2])
             state = _collect_state(everything)
             if has_aux:
@@ -159,7 +199,7 @@ def filter_grad(fun: Callable[..., Any] | None = None, *, has_aux: bool = False)
         return functools.partial(filter_grad, has_aux=has_aux)
     value_and_grad = filter_value_and_grad(fun, has_aux=has_aux)
 
-    @functools.wraps(fun)
+    @functools.wraps(fun, updated=())
     def wrapper(x: Any, *args: Any, **kwargs: Any) -> Any:
         out, grads = value_and_grad(x, *args, **kwargs)
         return (grads, out[1]) if has_aux else grads
