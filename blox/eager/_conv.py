@@ -54,9 +54,16 @@ class _ConvLayer(CoreModule):
         return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}{shown}"
 
 
-def _conv_extent(layer: Any) -> list[int]:
-    # Big enough for any padding, stride and dilation: one full (dilated) window.
-    return [(k - 1) * d + 1 for k, d in zip(layer.kernel_size, layer.kernel_dilation)]
+def _example_spatial(layer: Any) -> list[int]:
+    """Spatial sizes of the input that creates the parameters.
+
+    One full (dilated) window, plus what negative explicit padding crops away,
+    gives at least one output position for any stride, dilation or padding.
+    """
+    extents = [(k - 1) * d + 1 for k, d in zip(layer.kernel_size, layer.kernel_dilation)]
+    if isinstance(layer.padding, str):
+        return extents
+    return [e + sum(max(-p, 0) for p in pair) for e, pair in zip(extents, layer.padding)]
 
 
 class Conv(_ConvLayer):
@@ -100,7 +107,7 @@ class Conv(_ConvLayer):
         super().__init__()
         self._build(
             in_channels, out_channels, kernel_size, seed,
-            {"strides": strides, "padding": padding, **options}, _conv_extent,
+            {"strides": strides, "padding": padding, **options}, _example_spatial,
         )  # fmt: skip
 
 
@@ -140,6 +147,5 @@ class ConvTranspose(_ConvLayer):
         super().__init__()
         self._build(
             in_channels, out_channels, kernel_size, seed,
-            {"strides": strides, "padding": padding, **options},
-            lambda layer: [1] * len(layer.kernel_size),
+            {"strides": strides, "padding": padding, **options}, _example_spatial,
         )  # fmt: skip

@@ -1,7 +1,9 @@
 """Eager `Dropout`: builds `blox.core.Dropout` and keeps its RNG state."""
 
+import numbers
 from typing import Any
 
+import numpy as np
 from jaxtyping import Array, Float
 
 from blox import core
@@ -23,6 +25,7 @@ class Dropout(CoreModule):
         seed: Int or key for this layer's RNG; default: the global stream.
 
     Raises:
+        TypeError: If `rate` is not a real number.
         ValueError: If `rate` is outside `[0, 1)`.
 
     Example:
@@ -38,14 +41,20 @@ class Dropout(CoreModule):
 
     def __init__(self, rate: float, *, seed: Any = None) -> None:
         super().__init__()
-        self.rate = rate
         where = f"nn.Dropout({rate!r})"
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate < 1.0:
+        if not isinstance(rate, numbers.Real) or isinstance(rate, bool | np.bool_):
+            raise TypeError(
+                f"{where}: expected a dropout rate as a float in [0, 1), got "
+                f"{type(rate).__name__}. Fix: pass the probability of dropping an "
+                "element, e.g. nn.Dropout(0.1)."
+            )
+        if not 0.0 <= rate < 1.0:
             raise ValueError(
                 f"{where}: expected a dropout rate in [0, 1), got {rate!r}. Fix: pass "
                 "the probability of dropping an element, e.g. nn.Dropout(0.1)."
             )
-        layer, rng = build_core(where, core.Dropout, (float(rate),), {})
+        self.rate = float(rate)
+        layer, rng = build_core(where, core.Dropout, (self.rate,), {})
         params = init_params(where, rng, seed, lambda p: p)
         self._blox_adopt(layer, params, keep=lambda path: True)
 

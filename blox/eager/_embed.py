@@ -41,6 +41,7 @@ class Embed(CoreModule):
         super().__init__()
         self.num_embeddings = num_embeddings
         self.embedding_size = embedding_size
+        self.options = tuple(sorted(options.items(), key=lambda kv: kv[0]))
         where = f"nn.Embed({num_embeddings}, {embedding_size})"
         layer, rng = build_core(where, core.Embed, (num_embeddings, embedding_size), options)
         params = init_params(where, rng, seed, lambda p: layer(p, jnp.zeros((1,), jnp.int32))[1])
@@ -68,4 +69,5 @@ class Embed(CoreModule):
         return self._blox_call(self._blox_core.attend, h)
 
     def extra_repr(self) -> str:
-        return f"{self.num_embeddings}, {self.embedding_size}"
+        shown = "".join(f", {k}={v!r}" for k, v in self.options if not k.endswith("_init"))
+        return f"{self.num_embeddings}, {self.embedding_size}{shown}"

@@ -46,10 +46,10 @@ class Linear(CoreModule):
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
+        options = {"use_bias": use_bias, **options}
+        self.options = tuple(sorted(options.items(), key=lambda kv: kv[0]))
         where = f"nn.Linear({in_features}, {out_features})"
-        layer, rng = build_core(
-            where, core.Linear, (out_features,), {"use_bias": use_bias, **options}
-        )
+        layer, rng = build_core(where, core.Linear, (out_features,), options)
         params = init_params(
             where, rng, seed, lambda p: layer(p, jnp.zeros((1, in_features), jnp.float32))[1]
         )
@@ -63,4 +63,10 @@ class Linear(CoreModule):
         return self._blox_call(self._blox_core, x, precision=precision)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}"
+        # Like PyTorch, only a non-default use_bias is shown; inits are functions.
+        shown = "".join(
+            f", {k}={v!r}"
+            for k, v in self.options
+            if not k.endswith("_init") and not (k == "use_bias" and v)
+        )
+        return f"in_features={self.in_features}, out_features={self.out_features}{shown}"

@@ -20,9 +20,15 @@ class _NormLayer(CoreModule):
         self.options = tuple(sorted(options.items(), key=lambda kv: kv[0]))
         where = f"nn.{type(self).__name__}({features})"
         layer, rng = build_core(where, self._core_cls, (), options)
+        init_layer = layer
+        if options.get("axis_name") is not None:
+            # Parameters are made by one call outside any named axis, where `pmean`
+            # fails; a twin without `axis_name` creates the very same parameters.
+            local = {**options, "axis_name": None, "axis_index_groups": None}
+            init_layer, rng = build_core(where, self._core_cls, (), local)
         x = jnp.zeros((1, features), jnp.float32)
         kwargs = {"is_training": False} if self._core_cls is core.BatchNorm else {}
-        params = init_params(where, rng, seed, lambda p: layer(p, x, **kwargs)[1])
+        params = init_params(where, rng, seed, lambda p: init_layer(p, x, **kwargs)[1])
         self._blox_adopt(layer, params, keep=lambda path: path[1] != "rng")
 
     @typecheck

@@ -3,7 +3,7 @@
 from typing import Any
 
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Bool, Float, TypeCheckError
 
 from blox import core
 from blox.core import GRUState, LSTMState
@@ -17,10 +17,12 @@ __all__ = ["GRU", "LSTM", "GRUState", "LSTMState"]
 
 class _Recurrent(CoreModule):
     _core_cls: Any = None
+    _state_cls: Any = None
 
     def _build(self, input_size: int, hidden_size: int, seed: Any, options: dict[str, Any]) -> None:
         self.input_size = input_size
         self.hidden_size = hidden_size
+        self.options = tuple(sorted(options.items(), key=lambda kv: kv[0]))
         where = f"nn.{type(self).__name__}({input_size}, {hidden_size})"
         layer, rng = build_core(where, self._core_cls, (hidden_size,), options)
         x = jnp.zeros((1, input_size), jnp.float32)
@@ -40,6 +42,7 @@ class _Recurrent(CoreModule):
         is_reset: Bool[Array, "batch time"] | None = None,
     ) -> tuple[Float[Array, "batch time {self.hidden_size}"], Any]:
         """Runs a batch-first sequence; returns `(outputs, final_state)`."""
+        self._check_state(state, xs.shape[0])
         return self._blox_call(
             self._blox_core.apply, xs, state, is_reset, self.__dict__["_blox_training"]
         )
@@ -54,7 +57,36 @@ class _Recurrent(CoreModule):
         """One time step; `state=None` starts from zeros. Returns `(output, state)`."""
         if state is None:
             state = self.initial_state(x.shape[0])
+        self._check_state(state, x.shape[0])
         return self._blox_call(self._blox_core, x, state, is_reset, self.__dict__["_blox_training"])
+
+    def _check_state(self, state: Any, batch: int) -> None:
+        # The state is a NamedTuple, which the annotations cannot describe; a wrong
+        # one would otherwise fail deep in the core, naming its internal path.
+        if state is None:
+            return
+        want = (batch, self.hidden_size)
+        if isinstance(state, self._state_cls) and all(
+            jnp.shape(leaf) == want and jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
+            for leaf in state
+        ):
+            return
+        if isinstance(state, tuple) and hasattr(state, "_fields"):
+            got = (
+                f"{type(state).__name__}("
+                + ", ".join(f"{name}={_short(leaf)}" for name, leaf in zip(state._fields, state))
+                + ")"
+            )
+        elif isinstance(state, tuple):
+            got = f"a plain tuple ({', '.join(_short(leaf) for leaf in state)})"
+        else:
+            got = type(state).__name__
+        fields = ", ".join(f"{name}=float{list(want)}" for name in self._state_cls._fields)
+        raise TypeCheckError(
+            f"expected state to be {self._state_cls.__name__}({fields}), got {got}. "
+            f"Fix: pass state=None or {type(self).__name__.lower()}.initial_state"
+            f"({batch}) to start, and the state the previous call returned to continue."
+        )
 
     def initial_state(self, batch_size: int) -> Any:
         """The zero state for `batch_size` rows.
@@ -68,7 +100,16 @@ class _Recurrent(CoreModule):
         return state
 
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}"
+        shown = "".join(f", {k}={v!r}" for k, v in self.options)
+        return f"{self.input_size}, {self.hidden_size}{shown}"
+
+
+def _short(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is None or dtype is None:
+        return type(value).__name__
+    return f"{dtype}{list(shape)}"
 
 
 class LSTM(_Recurrent):
@@ -84,6 +125,10 @@ class LSTM(_Recurrent):
         seed: Int or key for this layer's init.
         **options: Other `blox.core.LSTM` options (`is_static`).
 
+    Raises:
+        jaxtyping.TypeCheckError: (a `TypeError`) If the inputs, `is_reset` or
+            `state` do not have the documented dtypes and shapes.
+
     Example:
         >>> import jax.numpy as jnp
         >>> from blox import eager as nn
@@ -94,6 +139,7 @@ class LSTM(_Recurrent):
     """
 
     _core_cls = core.LSTM
+    _state_cls = LSTMState
 
     def __init__(
         self, input_size: int, hidden_size: int, *, seed: Any = None, **options: Any
@@ -111,6 +157,10 @@ class GRU(_Recurrent):
         seed: Int or key for this layer's init.
         **options: Other `blox.core.GRU` options (`is_static`).
 
+    Raises:
+        jaxtyping.TypeCheckError: (a `TypeError`) If the inputs, `is_reset` or
+            `state` do not have the documented dtypes and shapes.
+
     Example:
         >>> import jax.numpy as jnp
         >>> from blox import eager as nn
@@ -121,6 +171,7 @@ class GRU(_Recurrent):
     """
 
     _core_cls = core.GRU
+    _state_cls = GRUState
 
     def __init__(
         self, input_size: int, hidden_size: int, *, seed: Any = None, **options: Any

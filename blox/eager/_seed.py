@@ -7,10 +7,13 @@ same key, so eager and core layers agree bit for bit.
 """
 
 import inspect
+import numbers
 from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 _stream: dict[str, Any] = {"seed": 0, "key": None, "count": 0}
 _core_cache: dict[Any, Any] = {}
@@ -22,7 +25,7 @@ def manual_seed(seed: int) -> None:
     Layers built afterwards without `seed=` draw consecutive keys from it.
 
     Raises:
-        TypeError: If `seed` is not an int.
+        TypeError: If `seed` is not an integer.
 
     Example:
         >>> from blox import eager as nn
@@ -31,12 +34,16 @@ def manual_seed(seed: int) -> None:
         >>> bool((a.kernel == b.kernel).all())
         True
     """
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if not _is_int(seed):
         raise TypeError(
             f"nn.manual_seed: expected an int seed, got {type(seed).__name__}. "
             "Fix: pass e.g. nn.manual_seed(0)."
         )
-    _stream.update(seed=seed, key=None, count=0)
+    _stream.update(seed=int(seed), key=None, count=0)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
 
 
 def _next_key(seed: Any, where: str) -> jax.Array:
@@ -46,13 +53,21 @@ def _next_key(seed: Any, where: str) -> jax.Array:
         key = jax.random.fold_in(_stream["key"], _stream["count"])
         _stream["count"] += 1
         return key
-    if isinstance(seed, int) and not isinstance(seed, bool):
-        return jax.random.key(seed)
-    if isinstance(seed, jax.Array) and jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key):
-        return seed
+    if _is_int(seed):
+        return jax.random.key(int(seed))
+    if isinstance(seed, jax.Array | np.ndarray):
+        if jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key):
+            if seed.shape == ():
+                return seed
+        elif seed.dtype == np.uint32 and seed.shape == (2,):
+            # Legacy `jax.random.PRNGKey(...)` key data, as `bx.Rng.seed` accepts.
+            return jax.random.wrap_key_data(jnp.asarray(seed))
+        got = f"an array of shape {tuple(seed.shape)} and dtype {seed.dtype}"
+    else:
+        got = type(seed).__name__
     raise TypeError(
-        f"{where}: expected seed to be an int, a typed JAX key or None, got "
-        f"{type(seed).__name__}. Fix: pass seed=0 or seed=jax.random.key(0)."
+        f"{where}: expected seed to be an int, a single typed JAX key, raw uint32[2] "
+        f"key data or None, got {got}. Fix: pass seed=0 or seed=jax.random.key(0)."
     )
 
 
@@ -75,16 +90,19 @@ def build_core(
     """
     from blox import core
 
-    allowed = [
+    names = [
         name
         for name, p in inspect.signature(core_cls.__init__).parameters.items()
-        if name not in ("self", "graph", "rng") and p.kind is p.POSITIONAL_OR_KEYWORD
+        if name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD
     ]
+    # The graph and the sizes are given positionally; the init Rng is ours.
+    taken = {"rng", *names[: 1 + len(args)]}
+    allowed = [name for name in names if name not in taken]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise TypeError(
             f"{where}: expected options among {allowed}, got unknown {unknown}. "
-            "Fix: use the core layer's option names."
+            "Fix: use the core layer's option names; sizes are positional arguments."
         )
     try:
         key = (core_cls, _hashable(args), _hashable(options))

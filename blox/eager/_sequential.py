@@ -1,5 +1,6 @@
 """Eager `Sequential`: eager modules and plain functions applied in order."""
 
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +43,28 @@ class Sequential(Module):
         self._blox_functions = tuple(functions)
         self._blox_length = len(layers)
 
-    def __getitem__(self, index: int) -> Any:
+    def __getitem__(self, index: int | slice) -> Any:
+        """The layer at `index`; a slice gives a `Sequential` of the same objects.
+
+        Raises:
+            TypeError: If `index` is neither an int nor a slice.
+            IndexError: If `index` is out of range.
+
+        Example:
+            >>> import jax
+            >>> from blox import eager as nn
+            >>> mlp = nn.Sequential(nn.Linear(3, 8), jax.nn.relu, nn.Linear(8, 2))
+            >>> mlp[-1].kernel.shape, len(mlp[:2]), mlp[:2][0] is mlp[0]
+            ((8, 2), 2, True)
+        """
+        if isinstance(index, slice):
+            return Sequential(*(self[i] for i in range(self._blox_length)[index]))
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+            raise TypeError(
+                f"nn.Sequential: expected an int or a slice index, got "
+                f"{type(index).__name__}. Fix: use seq[i] or seq[start:stop]."
+            )
+        index = int(index)
         if not -self._blox_length <= index < self._blox_length:
             raise IndexError(
                 f"nn.Sequential: expected an index in [-{self._blox_length}, "
