@@ -85,6 +85,16 @@ def _transpose_pads(
     return tuple(pads)
 
 
+def _promote(inputs: jax.Array, kernel: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Both operands in their promoted dtype, as `Linear`'s `jnp.dot` does.
+
+    `jax.lax` convolutions refuse mixed dtypes, so without this a bfloat16
+    input to a float32 kernel would fail instead of computing in float32.
+    """
+    dtype = jnp.result_type(inputs, kernel)
+    return inputs.astype(dtype), kernel.astype(dtype)
+
+
 def _dimension_numbers(n: int, transpose: bool) -> jax.lax.ConvDimensionNumbers:
     spatial = tuple(range(1, n + 1))
     lhs = (0, n + 1) + spatial
@@ -230,6 +240,7 @@ class Conv(_ConvBase):
                 (k - 1) * d + 1 for k, d in zip(self.kernel_size, self.kernel_dilation)
             ]
             padding = _string_pads(padding, sizes, kernel_extent, self.strides)
+        flat, kernel = _promote(flat, kernel)
         outputs = jax.lax.conv_general_dilated(
             flat,
             kernel,
@@ -329,6 +340,7 @@ class ConvTranspose(_ConvBase):
             rng=self.rng,
         )
         kernel_extent = [(k - 1) * d + 1 for k, d in zip(self.kernel_size, self.kernel_dilation)]
+        flat, kernel = _promote(flat, kernel)
         outputs = jax.lax.conv_general_dilated(
             flat,
             kernel,

@@ -40,6 +40,21 @@ class _Norm(Module):
             return value
         return jax.lax.pmean(value, self.axis_name, axis_index_groups=self.axis_index_groups)
 
+    def _moments(self, inputs: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+        """Mean and biased variance over `axes` (kept as unit axes).
+
+        The variance is taken around the averaged mean in a second pass, so
+        with `axis_name` it is the variance of all the shards together, not a
+        mean of per-shard variances (which misses the spread between shards).
+        Low-precision inputs are reduced in float32; the statistics are
+        returned in the inputs' floating dtype.
+        """
+        dtype = inputs.dtype if jnp.issubdtype(inputs.dtype, jnp.inexact) else jnp.float32
+        x = inputs.astype(jnp.promote_types(dtype, jnp.float32))
+        mean = self._pmean(jnp.mean(x, axis=axes, keepdims=True))
+        var = self._pmean(jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True))
+        return mean.astype(dtype), var.astype(dtype)
+
     def _affine(self, params: Params, y: jax.Array, features: int) -> tuple[jax.Array, Params]:
         if self.use_scale:
             scale, params = self.get_param(
@@ -105,8 +120,7 @@ class LayerNorm(_Norm):
     def __call__(self, params: Params, inputs: jax.Array) -> tuple[jax.Array, Params]:
         """Normalises `inputs` over its last axis."""
         features = _feature_dim(self, inputs)
-        mean = self._pmean(jnp.mean(inputs, axis=-1, keepdims=True))
-        var = self._pmean(jnp.var(inputs, axis=-1, keepdims=True))
+        mean, var = self._moments(inputs, (-1,))
         y = (inputs - mean) / jnp.sqrt(var + self.epsilon)
         return self._affine(params, y, features)
 
@@ -242,9 +256,8 @@ class BatchNorm(_Norm):
             params, "running_var", shape, _ONES, trainable=False, rng=self.rng
         )
         if is_training:
-            axes = tuple(range(inputs.ndim - 1))
-            mean = self._pmean(jnp.mean(inputs, axis=axes))
-            var = self._pmean(jnp.var(inputs, axis=axes))
+            mean, var = self._moments(inputs, tuple(range(inputs.ndim - 1)))
+            mean, var = mean.reshape(shape), var.reshape(shape)
             m = self.momentum
             params = self.set_param(
                 params, "running_mean", m * running_mean + (1 - m) * jax.lax.stop_gradient(mean)

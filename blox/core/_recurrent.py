@@ -46,10 +46,11 @@ def _check_step(cell: RecurrenceBase, inputs: jax.Array, prev_state: Any) -> Non
             "state, params = cell.initial_state(params, x) first, or use "
             "cell.apply(params, xs) for a whole sequence."
         )
-    if jnp.ndim(inputs) < 1:
+    if jnp.ndim(inputs) < 2:
         raise ValueError(
-            f"{_where(cell)}: expected step inputs (batch, features), got a scalar. "
-            "Fix: pass x of shape (batch, features)."
+            f"{_where(cell)}: expected step inputs of rank >= 2 (batch, features), got "
+            f"shape {tuple(jnp.shape(inputs))}. Fix: pass x of shape (batch, features); "
+            "for apply, pass (batch, time, features)."
         )
 
 

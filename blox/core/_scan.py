@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._module import Module, _where
 from ._params import Params
@@ -265,8 +266,9 @@ class RecurrenceBase(SequenceBase):
     ) -> Any:
         """Replaces the state of rows where `is_reset` is true with a fresh one.
 
-        `is_reset` is `None`, one `[batch]` boolean array (broadcast over every
-        state leaf's feature axes), or a pytree matching the state.
+        `is_reset` is `None`, one `[batch]` boolean array (a JAX or NumPy array,
+        broadcast over every state leaf's feature axes), or a pytree matching
+        the state.
 
         Example:
             >>> import jax.numpy as jnp
@@ -287,7 +289,7 @@ class RecurrenceBase(SequenceBase):
             reset = reset.reshape(reset.shape + (1,) * (jnp.ndim(old) - reset.ndim))
             return jnp.where(reset, new, old)
 
-        if isinstance(is_reset, jax.Array):
+        if isinstance(is_reset, jax.Array | np.ndarray):
             return jax.tree.map(lambda new, old: pick(is_reset, new, old), fresh, prev_state)
         return jax.tree.map(pick, is_reset, fresh, prev_state)
 

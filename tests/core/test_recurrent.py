@@ -1,0 +1,460 @@
+"""`LSTM`, `GRU` and the scans, against hand-written steps in numpy.
+
+Reference cells (float64):
+  LSTM: `i, g, f, o = split([x, h] @ W + b, 4)`, `c' = σ(f) c + σ(i) tanh(g)`,
+        `h' = σ(o) tanh(c')`.
+  GRU:  `z, r = σ(split([x, h] @ Wg + bg, 2))`, `n = tanh([x, r h] @ Wc + bc)`,
+        `h' = (1 - z) h + z n`.
+"""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import blox as bx
+
+TOL = {"rtol": 1e-5, "atol": 1e-5}
+B, T, F = 2, 4, 3
+
+
+def _sigmoid(v):
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def _weights(params, *path):
+    kernel = np.asarray(params[("net", *path, "kernel")].value, np.float64)
+    bias = np.asarray(params[("net", *path, "bias")].value, np.float64)
+    return kernel, bias
+
+
+def _lstm_ref(params, x, h, c):
+    kernel, bias = _weights(params, "cell", "gates")
+    i, g, f, o = np.split(np.concatenate([x, h], -1) @ kernel + bias, 4, axis=-1)
+    c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+    h = _sigmoid(o) * np.tanh(c)
+    return h, (h, c)
+
+
+def _gru_ref(params, x, h):
+    gates, gates_b = _weights(params, "cell", "gates")
+    cand, cand_b = _weights(params, "cell", "candidate")
+    z, r = np.split(_sigmoid(np.concatenate([x, h], -1) @ gates + gates_b), 2, axis=-1)
+    n = np.tanh(np.concatenate([x, r * h], -1) @ cand + cand_b)
+    h = (1 - z) * h + z * n
+    return h, (h,)
+
+
+CELLS = {
+    "lstm": (bx.LSTM, bx.LSTMState, _lstm_ref, ("gates",)),
+    "gru": (bx.GRU, bx.GRUState, _gru_ref, ("gates", "candidate")),
+}
+
+
+def _make(kind: str, hidden: int = 5, is_static: bool = False):
+    """The cell at net/cell with created params and random (non-zero) biases."""
+    cls, _, _, linears = CELLS[kind]
+    graph = bx.Graph("net")
+    rng = bx.Rng(graph / "rng")
+    cell = cls(graph / "cell", hidden, rng=rng, is_static=is_static)
+    params = rng.seed(bx.Params(), seed=0)
+    state, params = cell.initial_state(params, jnp.zeros((B, F)))
+    _, params = cell(params, jnp.zeros((B, F)), state)
+    for i, name in enumerate(linears):
+        linear = getattr(cell, name)
+        bias = params[("net", "cell", name, "bias")].value
+        params = linear.set_param(params, "bias", jax.random.normal(jax.random.key(i), bias.shape))
+    return cell, params.locked()
+
+
+def _state(kind: str, hidden: int = 5, seed: int = 3):
+    _, state_cls, _, _ = CELLS[kind]
+    keys = jax.random.split(jax.random.key(seed), len(state_cls._fields))
+    return state_cls(*(jax.random.normal(k, (B, hidden)) for k in keys))
+
+
+def _xs(seed: int = 1):
+    return jax.random.normal(jax.random.key(seed), (B, T, F))
+
+
+def _ref_loop(kind, params, xs, state, is_reset=None):
+    """Steps the reference cell, zeroing reset rows' state before each step."""
+    ref = CELLS[kind][2]
+    state = tuple(np.asarray(s, np.float64) for s in state)
+    xs = np.asarray(xs, np.float64)
+    outputs = []
+    for t in range(xs.shape[1]):
+        if is_reset is not None:
+            keep = ~np.asarray(is_reset)[:, t, None]
+            state = tuple(np.where(keep, s, 0.0) for s in state)
+        out, state = ref(params, xs[:, t], *state)
+        outputs.append(out)
+    return np.stack(outputs, axis=1), state
+
+
+def _close_state(actual, expected) -> None:
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        np.testing.assert_allclose(np.asarray(a), e, **TOL)
+
+
+# -- one step -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", CELLS)
+def test_step_matches_hand_written_cell(kind: str) -> None:
+    cell, params = _make(kind)
+    state = _state(kind)
+    x = _xs()[:, 0]
+    (out, new_state), after = cell(params, x, state)
+    expected_out, expected_state = CELLS[kind][2](
+        params, np.asarray(x, np.float64), *(np.asarray(s, np.float64) for s in state)
+    )
+    assert type(new_state) is CELLS[kind][1]
+    np.testing.assert_allclose(np.asarray(out), expected_out, **TOL)
+    _close_state(new_state, expected_state)
+    assert after == params
+
+
+def test_lstm_gate_layout_in_the_kernel() -> None:
+    # A kernel that is zero except for one gate block shows which block is
+    # which: with only `o` open (large bias) and `i` closed the cell stays zero.
+    cell, params = _make("lstm", hidden=2)
+    kernel = jnp.zeros((F + 2, 8))
+    bias = jnp.array([-50.0] * 2 + [0.0] * 2 + [-50.0] * 2 + [50.0] * 2)  # i, g, f, o
+    params = cell.gates.set_param(params, "kernel", kernel)
+    params = cell.gates.set_param(params, "bias", bias)
+    state = bx.LSTMState(hidden=jnp.ones((B, 2)), cell=jnp.full((B, 2), 0.5))
+    (h, new), _ = cell(params, jnp.ones((B, F)), state)
+    # forget gate closed, input gate closed: c' = 0, h' = σ(50) * tanh(0) = 0.
+    np.testing.assert_allclose(np.asarray(new.cell), 0.0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(h), 0.0, atol=1e-6)
+    # Open the forget gate instead: c' = c, h' = tanh(c).
+    params = cell.gates.set_param(params, "bias", bias.at[4:6].set(50.0))
+    (h, new), _ = cell(params, jnp.ones((B, F)), state)
+    np.testing.assert_allclose(np.asarray(new.cell), 0.5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(h), np.tanh(0.5), atol=1e-6)
+
+
+def test_initial_state_is_zeros_of_batch_by_hidden() -> None:
+    for kind in CELLS:
+        cell, params = _make(kind, hidden=6)
+        state, _ = cell.initial_state(params, _xs())
+        assert type(state) is CELLS[kind][1]
+        for leaf in state:
+            np.testing.assert_array_equal(np.asarray(leaf), np.zeros((B, 6)))
+            assert leaf.dtype == jnp.float32
+
+
+# -- apply ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("is_static", [False, True], ids=["dynamic", "static"])
+@pytest.mark.parametrize("kind", CELLS)
+def test_apply_equals_a_loop_of_reference_steps(kind: str, is_static: bool) -> None:
+    cell, params = _make(kind, is_static=is_static)
+    assert cell.is_static is is_static
+    xs, state = _xs(), _state(kind)
+    (outputs, final), _ = cell.apply(params, xs, state)
+    expected, expected_final = _ref_loop(kind, params, xs, state)
+    assert outputs.shape == (B, T, 5)
+    np.testing.assert_allclose(np.asarray(outputs), expected, **TOL)
+    _close_state(final, expected_final)
+    # prev_state=None starts from zeros.
+    (outputs, _), _ = cell.apply(params, xs)
+    zeros = tuple(np.zeros((B, 5)) for _ in state)
+    np.testing.assert_allclose(np.asarray(outputs), _ref_loop(kind, params, xs, zeros)[0], **TOL)
+
+
+@pytest.mark.parametrize("kind", CELLS)
+def test_apply_equals_a_loop_of_the_cells_own_steps(kind: str) -> None:
+    cell, params = _make(kind)
+    xs, state = _xs(), _state(kind)
+    (outputs, final), _ = cell.apply(params, xs, state)
+    step_state = state
+    for t in range(T):
+        (out, step_state), _ = cell(params, xs[:, t], step_state)
+        np.testing.assert_allclose(np.asarray(outputs[:, t]), np.asarray(out), **TOL)
+    _close_state(final, [np.asarray(s) for s in step_state])
+
+
+@pytest.mark.parametrize("kind", CELLS)
+def test_static_equals_dynamic(kind: str) -> None:
+    cell, params = _make(kind)
+    xs, state = _xs(), _state(kind)
+    dynamic = cell.apply(params, xs, state)
+    cell.is_static = True
+    static = cell.apply(params, xs, state)
+    for a, e in zip(jax.tree.leaves(static[0]), jax.tree.leaves(dynamic[0]), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(e), **TOL)
+    assert static[1] == dynamic[1] == params
+
+
+@pytest.mark.parametrize("is_static", [False, True], ids=["dynamic", "static"])
+@pytest.mark.parametrize("kind", CELLS)
+def test_first_unlocked_apply_creates_all_params_and_equals_locked(
+    kind: str, is_static: bool
+) -> None:
+    cls, _, _, linears = CELLS[kind]
+    graph = bx.Graph("net")
+    rng = bx.Rng(graph / "rng")
+    cell = cls(graph / "cell", 5, rng=rng, is_static=is_static)
+    fresh = rng.seed(bx.Params(), seed=0)
+    xs = _xs()
+    (first, first_state), params = cell.apply(fresh, xs)
+    created = {p[2:] for p in params.keys() if p[1] == "cell"}
+    assert created == {(name, leaf) for name in linears for leaf in ("kernel", "bias")}
+    (again, again_state), after = cell.apply(params.locked(), xs)
+    np.testing.assert_allclose(np.asarray(first), np.asarray(again), **TOL)
+    _close_state(first_state, [np.asarray(s) for s in again_state])
+    assert after == params.locked()
+
+
+@pytest.mark.parametrize("hidden", [1, 3, 7])
+@pytest.mark.parametrize("kind", CELLS)
+def test_is_reset_per_row_and_step_for_any_hidden_size(kind: str, hidden: int) -> None:
+    cell, params = _make(kind, hidden=hidden)
+    xs, state = _xs(), _state(kind, hidden=hidden)
+    is_reset = jnp.array([[True, False, False, True], [False, False, True, False]])
+    expected, expected_final = _ref_loop(kind, params, xs, state, is_reset)
+    for is_static in (False, True):
+        cell.is_static = is_static
+        (outputs, final), _ = cell.apply(params, xs, state, is_reset=is_reset)
+        np.testing.assert_allclose(np.asarray(outputs), expected, **TOL)
+        _close_state(final, expected_final)
+    # The reset really changed something: without it the result differs.
+    (plain, _), _ = cell.apply(params, xs, state)
+    assert np.abs(np.asarray(plain) - expected).max() > 1e-3
+
+
+def test_is_reset_as_a_numpy_array() -> None:
+    cell, params = _make("gru", hidden=3)
+    xs, state = _xs(), _state("gru", hidden=3)
+    is_reset = np.array([[False, True, False, False], [True, False, False, False]])
+    expected, _ = _ref_loop("gru", params, xs, state, is_reset)
+    (outputs, _), _ = cell.apply(params, xs, state, is_reset=is_reset)
+    np.testing.assert_allclose(np.asarray(outputs), expected, **TOL)
+
+
+def test_maybe_reset_state_forms() -> None:
+    cell, params = _make("lstm", hidden=3)
+    state = bx.LSTMState(hidden=jnp.ones((B, 3)), cell=jnp.full((B, 3), 2.0))
+    x = jnp.zeros((B, F))
+    assert cell.maybe_reset_state(params, state, x, None) is state
+    for reset in (jnp.array([True, False]), np.array([True, False])):
+        new = cell.maybe_reset_state(params, state, x, reset)
+        np.testing.assert_array_equal(np.asarray(new.hidden), [[0, 0, 0], [1, 1, 1]])
+        np.testing.assert_array_equal(np.asarray(new.cell), [[0, 0, 0], [2, 2, 2]])
+    per_leaf = bx.LSTMState(hidden=jnp.array([False, True]), cell=jnp.array([True, False]))
+    new = cell.maybe_reset_state(params, state, x, per_leaf)
+    np.testing.assert_array_equal(np.asarray(new.hidden), [[1, 1, 1], [0, 0, 0]])
+    np.testing.assert_array_equal(np.asarray(new.cell), [[0, 0, 0], [2, 2, 2]])
+
+
+def test_apply_under_jit_equals_eager() -> None:
+    cell, params = _make("lstm")
+    xs, state = _xs(), _state("lstm")
+    is_reset = jnp.zeros((B, T), bool).at[1, 2].set(True)
+    eager = cell.apply(params, xs, state, is_reset)
+    jitted = jax.jit(cell.apply)(params, xs, state, is_reset)
+    for a, e in zip(jax.tree.leaves(jitted[0]), jax.tree.leaves(eager[0]), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(e), **TOL)
+    assert jitted[1] == eager[1] == params
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", CELLS)
+def test_apply_with_rank_below_two_is_a_value_error(kind: str) -> None:
+    cell, params = _make(kind)
+    name = type(cell).__name__
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"{name} at 'net/cell': expected every input leaf to have rank >= 2 "
+            "([batch, time, ...]), got shape (3,). Fix:"
+        ),
+    ):
+        cell.apply(params, jnp.ones(3))
+
+
+@pytest.mark.parametrize("is_static", [False, True], ids=["dynamic", "static"])
+def test_is_reset_with_another_time_length_is_a_value_error(is_static: bool) -> None:
+    cell, params = _make("lstm", is_static=is_static)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "LSTM at 'net/cell': expected is_reset leaves of shape [batch, time=4], "
+            "got shape (2, 3). Fix:"
+        ),
+    ):
+        cell.apply(params, _xs(), is_reset=jnp.zeros((B, 3), bool))
+
+
+def test_empty_sequence_is_a_value_error() -> None:
+    cell, params = _make("gru")
+    with pytest.raises(
+        ValueError,
+        match=r"GRU at 'net/cell': expected at least one time step, got time length 0\. Fix:",
+    ):
+        cell.apply(params, jnp.ones((B, 0, F)))
+
+
+def test_step_without_state_is_a_value_error() -> None:
+    cell, params = _make("lstm")
+    with pytest.raises(
+        ValueError, match=r"LSTM at 'net/cell': expected a prev_state for one step, got None\."
+    ):
+        cell(params, jnp.ones((B, F)), None)
+
+
+def test_step_with_a_rank_one_input_is_a_value_error() -> None:
+    cell, params = _make("gru")
+    state = _state("gru")
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "GRU at 'net/cell': expected step inputs of rank >= 2 (batch, features), "
+            "got shape (3,). Fix:"
+        ),
+    ):
+        cell(params, jnp.ones(F), state)
+
+
+def test_initial_state_without_a_batch_axis_is_a_value_error() -> None:
+    cell, params = _make("lstm")
+    with pytest.raises(
+        ValueError,
+        match=r"LSTM at 'net/cell': expected inputs with a leading batch axis, got \(\)\. Fix:",
+    ):
+        cell.initial_state(params, jnp.float32(1.0))
+
+
+def test_sequence_base_names_what_a_subclass_must_implement() -> None:
+    class Bare(bx.SequenceBase):
+        pass
+
+    bare = Bare(bx.Graph("net") / "bare")
+    where = "Bare at 'net/bare': expected"
+    with pytest.raises(NotImplementedError, match=rf"{where} initial_state to be implemented"):
+        bare.initial_state(bx.Params(), jnp.ones((B, F)))
+    with pytest.raises(NotImplementedError, match=rf"{where} __call__ \(one step\) to be"):
+        bare(bx.Params(), jnp.ones((B, F)), None)
+    with pytest.raises(NotImplementedError, match=rf"{where} apply to be implemented"):
+        bare.apply(bx.Params(), _xs())
+
+
+# -- static_scan / dynamic_scan -----------------------------------------------------------
+
+SCANS = {"static": bx.static_scan, "dynamic": bx.dynamic_scan}
+
+
+def _pytree_step(params, x, state, reset, is_training):
+    """A leaky sum over a dict of inputs with a tuple state; resets zero rows."""
+    total, count = state
+    if reset is not None:
+        total = jnp.where(reset[:, None], 0.0, total)
+        count = jnp.where(reset, 0, count)
+    total = 0.5 * total + x["a"] + x["b"].sum(-1, keepdims=True)
+    count = count + 1
+    outputs = {"total": total, "count": count, "training": jnp.full(count.shape, is_training)}
+    return (outputs, (total, count)), params
+
+
+def _pytree_reference(a, b, is_reset):
+    total, count = np.zeros((B, 1)), np.zeros(B, int)
+    totals, counts = [], []
+    for t in range(T):
+        if is_reset is not None:
+            total = np.where(is_reset[:, t, None], 0.0, total)
+            count = np.where(is_reset[:, t], 0, count)
+        total = 0.5 * total + a[:, t] + b[:, t].sum(-1, keepdims=True)
+        count = count + 1
+        totals.append(total)
+        counts.append(count)
+    return np.stack(totals, 1), np.stack(counts, 1), (total, count)
+
+
+@pytest.mark.parametrize("locked", [True, False], ids=["locked", "unlocked"])
+@pytest.mark.parametrize("with_reset", [False, True], ids=["no_reset", "reset"])
+@pytest.mark.parametrize("scan", SCANS)
+def test_scans_with_pytree_inputs_and_state(scan: str, with_reset: bool, locked: bool) -> None:
+    a = np.asarray(jax.random.normal(jax.random.key(0), (B, T, 1)))
+    b = np.asarray(jax.random.normal(jax.random.key(1), (B, T, 2)))
+    is_reset = np.array([[False, True, False, False], [False, False, False, True]])
+    reset = jnp.asarray(is_reset) if with_reset else None
+    params = bx.Params().locked() if locked else bx.Params()
+    state = (jnp.zeros((B, 1)), jnp.zeros(B, jnp.int32))
+    (outs, final), _ = SCANS[scan](
+        _pytree_step, params, {"a": jnp.asarray(a), "b": jnp.asarray(b)}, state, reset, False
+    )
+    totals, counts, (total, count) = _pytree_reference(a, b, is_reset if with_reset else None)
+    np.testing.assert_allclose(np.asarray(outs["total"]), totals, **TOL)
+    np.testing.assert_array_equal(np.asarray(outs["count"]), counts)
+    np.testing.assert_array_equal(np.asarray(outs["training"]), np.zeros((B, T), bool))
+    np.testing.assert_allclose(np.asarray(final[0]), total, **TOL)
+    np.testing.assert_array_equal(np.asarray(final[1]), count)
+
+
+def test_scans_thread_params_through_every_step() -> None:
+    graph = bx.Graph("net")
+    rng = bx.Rng(graph / "rng")
+
+    def step(params, x, state, reset, is_training):
+        key, params = rng(params)
+        noise = jax.random.normal(key, x.shape)
+        return (noise, state), params
+
+    params = rng.seed(bx.Params(), seed=2).locked()
+    xs = jnp.zeros((B, T, 1))
+    (static, _), p_static = bx.static_scan(step, params, xs, None, None, True)
+    (dynamic, _), p_dynamic = bx.dynamic_scan(step, params, xs, None, None, True)
+    assert int(rng.get_counter(p_static)) == int(rng.get_counter(p_dynamic)) == T
+    np.testing.assert_array_equal(np.asarray(static), np.asarray(dynamic))
+    for t in range(T):
+        key = jax.random.fold_in(jax.random.key(2), t)
+        np.testing.assert_array_equal(np.asarray(static[:, t]), jax.random.normal(key, (B, 1)))
+
+
+@pytest.mark.parametrize("scan", SCANS)
+def test_scans_reject_leaves_with_different_time_lengths(scan: str) -> None:
+    inputs = {"a": jnp.ones((B, 4, 1)), "b": jnp.ones((B, 3, 1))}
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"{scan}_scan: expected every input leaf to share one time length (axis 1), "
+            "got shapes [(2, 4, 1), (2, 3, 1)]. Fix:"
+        ),
+    ):
+        SCANS[scan](_pytree_step, bx.Params(), inputs, None, None, True)
+
+
+@pytest.mark.parametrize("scan", SCANS)
+def test_scans_name_the_module_of_a_bound_step(scan: str) -> None:
+    cell, params = _make("gru")
+    inputs = {"a": jnp.ones((B, 4, 1)), "b": jnp.ones((B, 2, 1))}
+    with pytest.raises(
+        ValueError, match=r"GRU at 'net/cell': expected every input leaf to share one time length"
+    ):
+        SCANS[scan](cell, params, inputs, None, None, True)
+
+
+@pytest.mark.parametrize("scan", SCANS)
+def test_scans_reject_rank_below_two_and_empty_inputs(scan: str) -> None:
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"{scan}_scan: expected every input leaf to have rank >= 2 ([batch, time, ...]), "
+            "got shape (4,). Fix:"
+        ),
+    ):
+        SCANS[scan](_pytree_step, bx.Params(), {"a": jnp.ones(4)}, None, None, True)
+    with pytest.raises(
+        ValueError,
+        match=rf"{scan}_scan: expected inputs with at least one array of shape "
+        r"\[batch, time, \.\.\.\], got an empty pytree\. Fix:",
+    ):
+        SCANS[scan](_pytree_step, bx.Params(), {}, None, None, True)
