@@ -1,5 +1,6 @@
 """`Sequential`: apply blox modules and plain functions one after another."""
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -43,12 +44,46 @@ class Sequential(Module):
                 )
         self.layers = layers
 
-    def __call__(self, params: Params, inputs: Any) -> tuple[Any, Params]:
-        """Runs the layers in order."""
+    def __call__(
+        self, params: Params, inputs: Any, is_training: bool | None = None
+    ) -> tuple[Any, Params]:
+        """Runs the layers in order.
+
+        `is_training`, when given, is passed to every layer whose call takes
+        it (`BatchNorm`, `Dropout`, nested `Sequential`s); `None` calls each
+        layer with its own default, as the ancestor did.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import blox as bx
+            >>> g = bx.Graph('net')
+            >>> rng = bx.Rng(g / 'rng')
+            >>> net = bx.Sequential(g / 'seq', [bx.Dropout(g / 'drop', 0.5, rng=rng)])
+            >>> params = rng.seed(bx.Params(), seed=0)
+            >>> y, params = net(params, jnp.ones(4), is_training=False)
+            >>> y.tolist(), int(rng.get_counter(params))
+            ([1.0, 1.0, 1.0, 1.0], 0)
+        """
         x = inputs
         for layer in self.layers:
             if isinstance(layer, Module):
-                x, params = layer(params, x)
+                if is_training is not None and _takes_mode(layer):
+                    x, params = layer(params, x, is_training=is_training)
+                else:
+                    x, params = layer(params, x)
             else:
                 x = layer(x)
         return x, params
+
+
+def _takes_mode(layer: Module) -> bool:
+    """Whether `layer`'s call accepts `is_training` (looked up once per class)."""
+    cls = type(layer)
+    cached = _MODE_CACHE.get(cls)
+    if cached is None:
+        cached = "is_training" in inspect.signature(cls.__call__).parameters
+        _MODE_CACHE[cls] = cached
+    return cached
+
+
+_MODE_CACHE: dict[type, bool] = {}

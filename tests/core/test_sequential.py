@@ -90,3 +90,22 @@ def test_a_non_callable_layer_is_a_type_error() -> None:
         r"callable, got int at index 1\. Fix:",
     ):
         bx.Sequential(bx.Graph("net") / "seq", [jnp.abs, 3])
+
+
+def test_is_training_reaches_batchnorm_and_dropout():
+    g = bx.Graph("net")
+    rng = bx.Rng(g / "rng")
+    bn = bx.BatchNorm(g / "bn")
+    seq = bx.Sequential(g / "seq", [bn, jax.nn.relu, bx.Dropout(g / "drop", 0.5, rng=rng)])
+    params = rng.seed(bx.Params(), seed=0)
+    x = jnp.arange(12.0).reshape(4, 3)
+    _, params = seq(params, x)  # training: stats move, one dropout key drawn
+    assert int(rng.get_counter(params)) == 1
+    y, after = seq(params, x, is_training=False)
+    # Eval: normalise with the running stats, no dropout, no key, stats unchanged.
+    mean = np.asarray(params[("net", "bn", "running_mean")].value)
+    var = np.asarray(params[("net", "bn", "running_var")].value)
+    expected = np.maximum((np.asarray(x) - mean) / np.sqrt(var + 1e-5), 0.0)
+    np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-5, atol=1e-6)
+    assert int(rng.get_counter(after)) == 1
+    np.testing.assert_array_equal(after[("net", "bn", "running_mean")].value, mean)
