@@ -20,15 +20,19 @@ def _kernel_tuple(kernel_size: int | Sequence[int]) -> tuple[int, ...]:
 class _ConvLayer(CoreModule):
     _core_cls: Any = None
 
-    def _build(
+    def __init__(
         self,
         in_channels: int,
         out_channels: int,
         kernel_size: int | Sequence[int],
-        seed: Any,
-        options: dict[str, Any],
-        example_spatial: Any,
+        *,
+        strides: int | Sequence[int] = 1,
+        padding: Any = "SAME",
+        seed: Any = None,
+        **options: Any,
     ) -> None:
+        super().__init__()
+        options = {"strides": strides, "padding": padding, **options}
         kernel = _kernel_tuple(kernel_size)
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -36,7 +40,7 @@ class _ConvLayer(CoreModule):
         self.options = tuple(sorted(options.items(), key=lambda kv: kv[0]))
         where = f"nn.{type(self).__name__}({in_channels}, {out_channels}, kernel_size={kernel})"
         layer, rng = build_core(where, self._core_cls, (kernel, out_channels), options)
-        x = jnp.zeros((1, *example_spatial(layer), in_channels), jnp.float32)
+        x = jnp.zeros((1, *_example_spatial(layer), in_channels), jnp.float32)
         params = init_params(where, rng, seed, lambda p: layer(p, x)[1])
         self._blox_adopt(layer, params, keep=lambda path: path[1] != "rng")
 
@@ -93,23 +97,6 @@ class Conv(_ConvLayer):
 
     _core_cls = core.Conv
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | Sequence[int],
-        *,
-        strides: int | Sequence[int] = 1,
-        padding: Any = "SAME",
-        seed: Any = None,
-        **options: Any,
-    ) -> None:
-        super().__init__()
-        self._build(
-            in_channels, out_channels, kernel_size, seed,
-            {"strides": strides, "padding": padding, **options}, _example_spatial,
-        )  # fmt: skip
-
 
 class ConvTranspose(_ConvLayer):
     """N-d transposed convolution, channels last (grouped too).
@@ -132,20 +119,3 @@ class ConvTranspose(_ConvLayer):
     """
 
     _core_cls = core.ConvTranspose
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | Sequence[int],
-        *,
-        strides: int | Sequence[int] = 1,
-        padding: Any = "SAME",
-        seed: Any = None,
-        **options: Any,
-    ) -> None:
-        super().__init__()
-        self._build(
-            in_channels, out_channels, kernel_size, seed,
-            {"strides": strides, "padding": padding, **options}, _example_spatial,
-        )  # fmt: skip

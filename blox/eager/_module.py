@@ -61,6 +61,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from blox.core import Param, Params
+
 _PARAM, _BUFFER, _CHILD, _CONTAINER = "param", "buffer", "child", "container"
 _ARRAY_KINDS = (_PARAM, _BUFFER)
 
@@ -611,7 +613,6 @@ class Module:
             ((4, 2), [('bias',), ('kernel',)])
             >>> model.load_params(params)
         """
-        from blox.core import Param, Params
 
         leaves, treedef = jax.tree.flatten(self)
         names, flags, metas = _leaf_table(self)
@@ -935,8 +936,6 @@ class CoreModule(Module):
         d["_blox_aux"] = None
 
     def _blox_params(self) -> Any:
-        from blox.core import Param, Params
-
         data = {}
         new = object.__new__
         for entry in self.__dict__["_blox_entries"]:
@@ -1017,7 +1016,6 @@ def from_core(module: Any, params: Any, *, method: str = "__call__") -> CoreModu
         (2, 4)
     """
     from blox.core import Module as CoreBase
-    from blox.core import Params
 
     if not isinstance(module, CoreBase):
         raise TypeError(

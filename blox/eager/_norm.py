@@ -15,7 +15,11 @@ from ._typecheck import typecheck
 class _NormLayer(CoreModule):
     _core_cls: Any = None
 
-    def _build(self, features: int, seed: Any, options: dict[str, Any]) -> None:
+    def __init__(
+        self, features: int, *, epsilon: float = 1e-5, seed: Any = None, **options: Any
+    ) -> None:
+        super().__init__()
+        options = {"epsilon": epsilon, **options}
         self.features = features
         self.options = tuple(sorted(options.items(), key=lambda kv: kv[0]))
         where = f"nn.{type(self).__name__}({features})"
@@ -63,12 +67,6 @@ class LayerNorm(_NormLayer):
 
     _core_cls = core.LayerNorm
 
-    def __init__(
-        self, features: int, *, epsilon: float = 1e-5, seed: Any = None, **options: Any
-    ) -> None:
-        super().__init__()
-        self._build(features, seed, {"epsilon": epsilon, **options})
-
 
 class RMSNorm(_NormLayer):
     """Divides by the root mean square of the last axis, then `* scale`.
@@ -87,12 +85,6 @@ class RMSNorm(_NormLayer):
     """
 
     _core_cls = core.RMSNorm
-
-    def __init__(
-        self, features: int, *, epsilon: float = 1e-5, seed: Any = None, **options: Any
-    ) -> None:
-        super().__init__()
-        self._build(features, seed, {"epsilon": epsilon, **options})
 
 
 class BatchNorm(_NormLayer):
@@ -128,8 +120,7 @@ class BatchNorm(_NormLayer):
         seed: Any = None,
         **options: Any,
     ) -> None:
-        super().__init__()
-        self._build(features, seed, {"momentum": momentum, "epsilon": epsilon, **options})
+        super().__init__(features, epsilon=epsilon, seed=seed, momentum=momentum, **options)
 
     @typecheck
     def __call__(

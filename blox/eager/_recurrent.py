@@ -19,7 +19,10 @@ class _Recurrent(CoreModule):
     _core_cls: Any = None
     _state_cls: Any = None
 
-    def _build(self, input_size: int, hidden_size: int, seed: Any, options: dict[str, Any]) -> None:
+    def __init__(
+        self, input_size: int, hidden_size: int, *, seed: Any = None, **options: Any
+    ) -> None:
+        super().__init__()
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.options = tuple(sorted(options.items(), key=lambda kv: kv[0]))
@@ -141,12 +144,6 @@ class LSTM(_Recurrent):
     _core_cls = core.LSTM
     _state_cls = LSTMState
 
-    def __init__(
-        self, input_size: int, hidden_size: int, *, seed: Any = None, **options: Any
-    ) -> None:
-        super().__init__()
-        self._build(input_size, hidden_size, seed, options)
-
 
 class GRU(_Recurrent):
     """Gated recurrent unit over batch-first sequences; same calls as `LSTM`.
@@ -172,9 +169,3 @@ class GRU(_Recurrent):
 
     _core_cls = core.GRU
     _state_cls = GRUState
-
-    def __init__(
-        self, input_size: int, hidden_size: int, *, seed: Any = None, **options: Any
-    ) -> None:
-        super().__init__()
-        self._build(input_size, hidden_size, seed, options)

@@ -40,8 +40,9 @@ class Sequential(Module):
                     f"{type(layer).__name__} at position {i}. Fix: remove it or wrap it "
                     "in a function."
                 )
-        self._blox_functions = tuple(functions)
-        self._blox_length = len(layers)
+        # Each position holds a module's attribute name or the function itself.
+        fns = dict(functions)
+        self._blox_order = tuple(fns.get(i, str(i)) for i in range(len(layers)))
 
     def __getitem__(self, index: int | slice) -> Any:
         """The layer at `index`; a slice gives a `Sequential` of the same objects.
@@ -58,36 +59,35 @@ class Sequential(Module):
             ((8, 2), 2, True)
         """
         if isinstance(index, slice):
-            return Sequential(*(self[i] for i in range(self._blox_length)[index]))
+            return Sequential(*(self[i] for i in range(len(self))[index]))
         if isinstance(index, bool) or not isinstance(index, numbers.Integral):
             raise TypeError(
                 f"nn.Sequential: expected an int or a slice index, got "
                 f"{type(index).__name__}. Fix: use seq[i] or seq[start:stop]."
             )
         index = int(index)
-        if not -self._blox_length <= index < self._blox_length:
+        n = len(self)
+        if not -n <= index < n:
             raise IndexError(
-                f"nn.Sequential: expected an index in [-{self._blox_length}, "
-                f"{self._blox_length}), got {index}. Fix: use a valid position."
+                f"nn.Sequential: expected an index in [-{n}, {n}), got {index}. "
+                "Fix: use a valid position."
             )
-        index %= self._blox_length
-        for i, fn in self._blox_functions:
-            if i == index:
-                return fn
-        return self.__dict__[str(index)]
+        layer = self._blox_order[index]
+        return self.__dict__[layer] if isinstance(layer, str) else layer
 
     def __len__(self) -> int:
-        return self._blox_length
+        return len(self._blox_order)
 
     def __call__(self, x: Any) -> Any:
         """Runs the layers in order."""
-        for i in range(self._blox_length):
-            x = self[i](x)
+        d = self.__dict__
+        for layer in self._blox_order:
+            x = (d[layer] if isinstance(layer, str) else layer)(x)
         return x
 
     def __repr__(self) -> str:
         lines = ["Sequential("]
-        for i in range(self._blox_length):
+        for i in range(len(self)):
             layer = self[i]
             shown = (
                 repr(layer)
