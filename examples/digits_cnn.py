@@ -27,27 +27,17 @@ for a few steps on a small subset, skips the accuracy target, and still runs
 every step above; CI uses it to keep this file working.
 """
 
-import argparse
-import os
 import time
-from pathlib import Path
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
 import optax
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+from _digits import TARGET_ACCURACY, load_data, minibatches, parse_args, plot_history
 from tqdm import tqdm
 
 from blox import eager as nn
-
-matplotlib.use("Agg")  # write files only, never open a window
-
-TARGET_ACCURACY = 0.97
 
 
 class DigitsCNN(nn.Module):
@@ -74,23 +64,6 @@ class DigitsCNN(nn.Module):
         x = self.drop1(x.reshape(x.shape[0], -1))
         x = self.drop2(jax.nn.relu(self.fc1(x)))
         return self.fc2(x)
-
-
-def load_data(fast):
-    """The digits as `(N, 8, 8, 1)` floats in [0, 1] and int labels, split 80/20.
-
-    The split is stratified and fixed (`random_state=0`). In fast mode only a
-    small subset is kept.
-    """
-    digits = load_digits()
-    images = (digits.images / 16.0).astype(np.float32)[..., None]
-    labels = digits.target.astype(np.int32)
-    x_train, x_test, y_train, y_test = train_test_split(
-        images, labels, test_size=0.2, stratify=labels, random_state=0
-    )
-    if fast:
-        x_train, y_train, x_test, y_test = x_train[:256], y_train[:256], x_test[:128], y_test[:128]
-    return x_train, y_train, x_test, y_test
 
 
 def make_train_step(optimizer):
@@ -120,18 +93,6 @@ def accuracy(model, x, y):
     return jnp.mean(jnp.argmax(model(x), axis=-1) == y)
 
 
-def minibatches(x, y, batch_size, rng):
-    """Yields shuffled `(x, y)` batches of exactly `batch_size` rows (drops the rest).
-
-    Dropping the ragged last batch keeps every batch the same shape, so the
-    training step compiles once.
-    """
-    order = rng.permutation(len(x))
-    for start in range(0, len(x) - batch_size + 1, batch_size):
-        idx = order[start : start + batch_size]
-        yield x[idx], y[idx]
-
-
 # Checkpointing. The model is a pytree of arrays (RNG state included, as raw
 # key data), so Equinox can write its leaves and read them into any model of
 # the same architecture.
@@ -145,39 +106,9 @@ def save_and_reload(model, path):
     return eqx.tree_deserialise_leaves(path, DigitsCNN())
 
 
-def plot_history(history, path):
-    """Saves the per-epoch training loss and test accuracy as a two-panel PNG."""
-    epochs = np.arange(1, len(history["loss"]) + 1)
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax_loss.plot(epochs, history["loss"], marker="o")
-    ax_loss.set(xlabel="epoch", ylabel="training cross-entropy", yscale="log")
-    ax_acc.plot(epochs, 100 * np.asarray(history["accuracy"]), marker="o", color="C1")
-    ax_acc.axhline(100 * TARGET_ACCURACY, color="grey", linestyle="--", label="target")
-    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)")
-    ax_acc.legend(loc="lower right")
-    fig.suptitle("blox.eager CNN on scikit-learn digits")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def parse_args():
-    """Command-line options; `BLOX_EXAMPLES_FAST=1` in the environment also sets `--fast`."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--fast", action="store_true", help="a few steps, for CI")
-    args = parser.parse_args()
-    args.fast = args.fast or os.environ.get("BLOX_EXAMPLES_FAST") == "1"
-    if args.fast:
-        args.epochs = 2
-    return args
-
-
 def main():
     """Trains, evaluates, plots, checkpoints, and checks the results."""
-    args = parse_args()
+    args = parse_args(__doc__.splitlines()[0])
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
@@ -216,7 +147,7 @@ def main():
     print(f"time: {elapsed:.1f} s")
 
     plot_path = args.out / "digits_cnn.png"
-    plot_history(history, plot_path)
+    plot_history(history, plot_path, "blox.eager CNN on scikit-learn digits")
     print(f"plot: {plot_path}")
 
     checkpoint_path = args.out / "digits_cnn.eqx"

@@ -27,26 +27,16 @@ and exits non-zero if the accuracy misses the target. `--fast` (or
 target; CI uses it.
 """
 
-import argparse
-import os
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
 import optax
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+from _digits import TARGET_ACCURACY, load_data, minibatches, parse_args, plot_history
 from tqdm import tqdm
 
 import blox as bx
-
-matplotlib.use("Agg")  # write files only, never open a window
-
-TARGET_ACCURACY = 0.97
 
 
 class DigitsCNN(bx.Module):
@@ -79,22 +69,6 @@ class DigitsCNN(bx.Module):
         x, params = self.fc1(params, x)
         x, params = self.drop2(params, jax.nn.relu(x), is_training=is_training)
         return self.fc2(params, x)
-
-
-def load_data(fast):
-    """The digits as `(N, 8, 8, 1)` floats in [0, 1] and int labels, split 80/20.
-
-    The same stratified, fixed split as `digits_cnn.py`; a small subset in fast mode.
-    """
-    digits = load_digits()
-    images = (digits.images / 16.0).astype(np.float32)[..., None]
-    labels = digits.target.astype(np.int32)
-    x_train, x_test, y_train, y_test = train_test_split(
-        images, labels, test_size=0.2, stratify=labels, random_state=0
-    )
-    if fast:
-        x_train, y_train, x_test, y_test = x_train[:256], y_train[:256], x_test[:128], y_test[:128]
-    return x_train, y_train, x_test, y_test
 
 
 def make_train_step(model, optimizer):
@@ -132,47 +106,9 @@ def make_accuracy(model):
     return accuracy
 
 
-def minibatches(x, y, batch_size, rng):
-    """Yields shuffled `(x, y)` batches of exactly `batch_size` rows (drops the rest)."""
-    order = rng.permutation(len(x))
-    for start in range(0, len(x) - batch_size + 1, batch_size):
-        idx = order[start : start + batch_size]
-        yield x[idx], y[idx]
-
-
-def plot_history(history, path):
-    """Saves the per-epoch training loss and test accuracy as a two-panel PNG."""
-    epochs = np.arange(1, len(history["loss"]) + 1)
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax_loss.plot(epochs, history["loss"], marker="o")
-    ax_loss.set(xlabel="epoch", ylabel="training cross-entropy", yscale="log")
-    ax_acc.plot(epochs, 100 * np.asarray(history["accuracy"]), marker="o", color="C1")
-    ax_acc.axhline(100 * TARGET_ACCURACY, color="grey", linestyle="--", label="target")
-    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)")
-    ax_acc.legend(loc="lower right")
-    fig.suptitle("blox.core CNN on scikit-learn digits")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def parse_args():
-    """Command-line options; `BLOX_EXAMPLES_FAST=1` in the environment also sets `--fast`."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--fast", action="store_true", help="a few steps, for CI")
-    args = parser.parse_args()
-    args.fast = args.fast or os.environ.get("BLOX_EXAMPLES_FAST") == "1"
-    if args.fast:
-        args.epochs = 2
-    return args
-
-
 def main():
     """Builds the model, trains, evaluates, plots, and checks the accuracy."""
-    args = parse_args()
+    args = parse_args(__doc__.splitlines()[0])
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
@@ -222,7 +158,7 @@ def main():
     print(f"time: {elapsed:.1f} s")
 
     plot_path = args.out / "digits_functional.png"
-    plot_history(history, plot_path)
+    plot_history(history, plot_path, "blox.core CNN on scikit-learn digits")
     print(f"plot: {plot_path}")
 
     if not args.fast and test_accuracy < TARGET_ACCURACY:
