@@ -1,5 +1,8 @@
 """blox.eager: the PyTorch-style object API over `blox.core`."""
 
+from ._checkpoint import Checkpoint as Checkpoint
+from ._checkpoint import load as load
+from ._checkpoint import save as save
 from ._conv import Conv as Conv
 from ._conv import ConvTranspose as ConvTranspose
 from ._dropout import Dropout as Dropout
@@ -22,6 +25,8 @@ from ._recurrent import GRUState as GRUState
 from ._recurrent import LSTMState as LSTMState
 from ._seed import manual_seed as manual_seed
 from ._sequential import Sequential as Sequential
+from ._summary import Summary as Summary
+from ._summary import summary as summary
 from ._transforms import filter_grad as filter_grad
 from ._transforms import filter_jit as filter_jit
 from ._transforms import filter_value_and_grad as filter_value_and_grad
@@ -33,6 +38,7 @@ __all__ = [
     "GRU",
     "LSTM",
     "BatchNorm",
+    "Checkpoint",
     "Conv",
     "ConvTranspose",
     "CoreModule",
@@ -46,15 +52,19 @@ __all__ = [
     "Module",
     "RMSNorm",
     "Sequential",
+    "Summary",
     "avg_pool",
     "filter_grad",
     "filter_jit",
     "filter_value_and_grad",
     "from_core",
+    "load",
     "manual_seed",
     "max_pool",
     "min_pool",
+    "save",
     "set_typechecking",
+    "summary",
     "trainable",
     "typecheck",
     "typechecking_enabled",

@@ -9,6 +9,15 @@ wrapped core module) is static data in the treedef. Flattening reads a cached
 description of each object, so passing a model through `jax.jit` costs one
 list comprehension per object.
 
+An eager call (`model(x)` outside any transformation) is compiled once per
+argument signature (treedef of the model and arguments, static leaves, array
+shapes and dtypes) and then costs one dispatch: `_Dispatcher` flattens the
+arguments, runs the cached program, and writes the state leaves the trace
+replaced back onto the caller's objects through key paths found once. Inside
+a trace, under `jax.disable_jit()`, or for a method whose Python control flow
+needs concrete values (one warning), calls run op by op. `nn.filter_jit` is
+the same dispatcher applied to a user function.
+
 Every layer call builds a locked `blox.core.Params` from the object's arrays,
 calls its core twin (`outputs, params = core(params, x)`), and writes the
 state entries that came back (running statistics, RNG counters) onto the
@@ -153,12 +162,44 @@ def _check_container(owner: "Module", name: str, value: Any) -> None:
             )
 
 
-class _Aux(NamedTuple):
-    """The static half of a flattened module: equal for equal architectures."""
+class _Aux:
+    """The static half of a flattened module: equal for equal architectures.
 
-    cls: type
-    kinds: tuple[tuple[str, str], ...]
-    static: tuple[tuple[str, Any], ...]
+    Built once per object (and shared by every copy JAX unflattens from it),
+    with its hash precomputed, so comparing and hashing treedefs on every
+    jitted call stays cheap.
+    """
+
+    __slots__ = ("_hash", "base", "cls", "kinds", "names", "static")
+
+    def __init__(
+        self, cls: type, kinds: tuple[tuple[str, str], ...], static: tuple[tuple[str, Any], ...]
+    ) -> None:
+        self.cls = cls
+        self.kinds = kinds
+        self.static = static
+        self.names = tuple(name for name, _ in kinds)
+        # What an unflattened copy starts from; `_blox_kinds` is shared and
+        # copied on write (see `Module.__setattr__`).
+        self.base = {**dict(static), "_blox_kinds": dict(kinds), "_blox_aux": self}
+        self._hash = hash((cls, kinds, tuple((k, _safe_hash(v)) for k, v in static)))
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, _Aux) or self._hash != other._hash:
+            return False
+        return self.cls is other.cls and self.kinds == other.kinds and self.static == other.static
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+def _safe_hash(value: Any) -> Any:
+    try:
+        return hash(value)
+    except TypeError:
+        return type(value).__name__
 
 
 def _aux_of(module: "Module") -> _Aux:
@@ -177,25 +218,23 @@ def _aux_of(module: "Module") -> _Aux:
 def _flatten(module: "Module") -> tuple[list[Any], _Aux]:
     aux = _aux_of(module)
     d = module.__dict__
-    return [d[name] for name, _ in aux.kinds], aux
+    return [d[name] for name in aux.names], aux
 
 
 def _flatten_with_keys(module: "Module") -> tuple[list[tuple[Any, Any]], _Aux]:
     aux = _aux_of(module)
     d = module.__dict__
     key = jax.tree_util.GetAttrKey
-    return [(key(name), d[name]) for name, _ in aux.kinds], aux
+    return [(key(name), d[name]) for name in aux.names], aux
 
 
 def _unflatten(aux: _Aux, children: Any) -> "Module":
     module = object.__new__(aux.cls)
-    d = module.__dict__
-    d.update(aux.static)
-    d["_blox_kinds"] = dict(aux.kinds)
-    d["_blox_aux"] = aux
-    for (name, _), child in zip(aux.kinds, children, strict=True):
-        d[name] = child
-    _note_copy(module)
+    d = dict(aux.base)
+    d.update(zip(aux.names, children))
+    object.__setattr__(module, "__dict__", d)
+    if getattr(_local, "frames", None):
+        _note_copy(module)
     return module
 
 
@@ -238,6 +277,11 @@ class Module:
         jax.tree_util.register_pytree_with_keys(
             cls, _flatten_with_keys, _unflatten, flatten_func=_flatten
         )
+        # Eager calls compile per argument signature (see `_compiled_method`).
+        for name in ("__call__", *cls.__dict__.get("_blox_compiled_methods", ())):
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "_blox_compiled", False):
+                setattr(cls, name, _compiled_method(method))
 
     def __init__(self) -> None:
         d = self.__dict__
@@ -274,6 +318,7 @@ class Module:
             d[name] = value
             d["_blox_aux"] = None
             return
+        kinds = d["_blox_kinds"] = dict(kinds)  # copies may share it: copy on write
         kinds.pop(name, None)
         if isinstance(value, Module):
             kinds[name] = _CHILD
@@ -294,7 +339,7 @@ class Module:
                 f"{type(self).__name__}: expected an existing attribute to delete, "
                 f"got {name!r}. Fix: check the name (see named_parameters())."
             )
-        d["_blox_kinds"].pop(name, None)
+        d["_blox_kinds"] = {k: v for k, v in d["_blox_kinds"].items() if k != name}
         del d[name]
         d["_blox_aux"] = None
 
@@ -324,7 +369,7 @@ class Module:
                 f"array, got {type(value).__name__}. Fix: wrap it with jnp.asarray."
             )
         self.__setattr__(name, value)
-        self.__dict__["_blox_kinds"][name] = _BUFFER
+        self.__dict__["_blox_kinds"] = {**self.__dict__["_blox_kinds"], name: _BUFFER}
         self.__dict__["_blox_aux"] = None
 
     # -- modes and freezing -----------------------------------------------------------
@@ -806,6 +851,258 @@ def _flags(tree: Any) -> list[bool]:
         else:
             flags.append(_inexact(node))
     return flags
+
+
+# -- compiled calls: one dispatch per call, state written back by leaf position -----------
+
+_ARRAY_TYPES = (jax.Array, np.ndarray)
+_UNTRACEABLE = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+    jax.errors.TracerArrayConversionError,
+)
+_DONATE = ("none", "all", "all-except-first", "warn", "warn-except-first")
+
+
+class _Compiled:
+    """One cache entry: the jitted function and what its trace recorded.
+
+    The trace records the output's static half and which input leaves the
+    call replaced (the state: running statistics, RNG counters). After the
+    call those new values are written onto the caller's objects through key
+    paths found once, so a repeat call does no tree walking beyond one
+    flatten of its arguments.
+    """
+
+    __slots__ = ("changed", "jitted", "out_dyn", "out_static", "out_treedef", "split", "writers")
+
+    def __init__(self) -> None:
+        self.changed: list[int] = []
+        self.writers: list[tuple[tuple[Any, ...], str]] | None = None
+        self.split: int | None = None  # donated leaves start here ('all-except-first')
+
+
+class _Dispatcher:
+    """Compiles `fun(*lead, *args, **kwargs)` per argument signature and threads state.
+
+    The signature is the treedef of `(lead, args, kwargs)` (so a mode,
+    freezing or architecture change retraces), the static leaves, and the
+    shape and dtype of every array leaf. Arrays are traced; everything else
+    is static, as in `eqx.filter_jit`.
+    """
+
+    def __init__(self, fun: Callable[..., Any], donate: str = "none") -> None:
+        if donate not in _DONATE:
+            raise ValueError(
+                f"nn.filter_jit: expected donate to be one of {_DONATE}, got {donate!r}. "
+                "Fix: pass one of those."
+            )
+        self.fun = fun
+        self.donate = donate
+        self.cache: dict[Any, _Compiled] = {}
+        self.traces = 0  # how many times `fun` was traced (for tests and debugging)
+
+    def __call__(
+        self,
+        lead: tuple[Any, ...],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        eager: bool = False,
+    ) -> Any:
+        root = (lead, args, kwargs)
+        leaves, treedef = jax.tree.flatten(root)
+        dyn = []
+        key: list[Any] = [treedef]
+        append = key.append
+        tracer = jax.core.Tracer
+        for leaf in leaves:
+            if isinstance(leaf, _ARRAY_TYPES):
+                if eager and isinstance(leaf, tracer):
+                    return _NOT_COMPILED
+                dyn.append(leaf)
+                append(leaf.shape)
+                append(leaf.dtype)
+            else:
+                append(_STATIC)
+                append(leaf)
+        key_t = tuple(key)
+        try:
+            entry = self.cache.get(key_t)
+        except TypeError:
+            bad = [type(leaf).__name__ for leaf in leaves if not _hashable(leaf)]
+            raise TypeError(
+                f"nn.filter_jit: expected every non-array argument leaf to be hashable "
+                f"(it is static), got {bad}. Fix: pass it as an array, or make it "
+                "hashable (e.g. a tuple instead of a list of numbers is already a "
+                "pytree; wrap other objects in a frozen dataclass)."
+            ) from None
+        fresh = entry is None
+        if fresh:
+            entry = self._compile(leaves, treedef, root)
+            self.cache[key_t] = entry
+        split = entry.split
+        groups = (dyn,) if split is None else (dyn[:split], dyn[split:])
+        try:
+            if fresh and self.donate in ("all", "all-except-first"):
+                # As in Equinox, only the 'warn' modes report buffers XLA could
+                # not reuse (reported once, while compiling).
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", "Some donated buffers were not usable")
+                    out_dyn, state = entry.jitted(*groups)
+            else:
+                out_dyn, state = entry.jitted(*groups)
+        except _UNTRACEABLE:
+            del self.cache[key_t]
+            raise
+        if entry.changed:
+            _write_back(entry, root, state)
+        out = list(entry.out_static)
+        for position, value in zip(entry.out_dyn, out_dyn):
+            out[position] = value
+        return jax.tree.unflatten(entry.out_treedef, out)
+
+    def _compile(self, leaves: list[Any], treedef: Any, root: Any) -> _Compiled:
+        entry = _Compiled()
+        positions = [i for i, leaf in enumerate(leaves) if isinstance(leaf, _ARRAY_TYPES)]
+        template = [None if isinstance(leaf, _ARRAY_TYPES) else leaf for leaf in leaves]
+        fun = self.fun
+
+        def traced(*groups: list[Any]) -> tuple[list[Any], list[Any]]:
+            self.traces += 1
+            full = list(template)
+            for position, value in zip(positions, itertools.chain(*groups)):
+                full[position] = value
+            lead, args, kwargs = jax.tree.unflatten(treedef, full)
+            with _carry_state(lead, args, kwargs):
+                out = fun(*lead, *args, **kwargs)
+            new_leaves, new_treedef = jax.tree.flatten((lead, args, kwargs))
+            if new_treedef != treedef:
+                raise RuntimeError(
+                    "nn.filter_jit: expected the arguments' structure (modes, frozen "
+                    "flags, attributes) to stay the same during the call, got a "
+                    "change inside it. Fix: call model.train()/eval()/freeze() and "
+                    "assign attributes outside the compiled function."
+                )
+            entry.changed = [i for i in positions if new_leaves[i] is not full[i]]
+            out_leaves, entry.out_treedef = jax.tree.flatten(out)
+            entry.out_dyn = [i for i, leaf in enumerate(out_leaves) if isinstance(leaf, jax.Array)]
+            dyn_set = set(entry.out_dyn)
+            entry.out_static = [None if i in dyn_set else leaf for i, leaf in enumerate(out_leaves)]
+            return [out_leaves[i] for i in entry.out_dyn], [new_leaves[i] for i in entry.changed]
+
+        donate: tuple[int, ...] = ()
+        if self.donate in ("all", "warn"):
+            donate = (0,)
+        elif self.donate in ("all-except-first", "warn-except-first"):
+            # The leaves of `lead` and of the first positional argument are exempt.
+            lead, args, _ = root
+            first = len(jax.tree.leaves(lead)) + (len(jax.tree.leaves(args[0])) if args else 0)
+            entry.split = sum(1 for p in positions if p < first)
+            donate = (1,)
+        entry.jitted = jax.jit(traced, donate_argnums=donate)
+        return entry
+
+
+_STATIC = object()
+_NOT_COMPILED = object()
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _write_back(entry: _Compiled, root: Any, values: list[Any]) -> None:
+    """Puts the state a compiled call replaced onto the caller's objects."""
+    writers = entry.writers
+    if writers is None:
+        writers = entry.writers = _writers(root, entry.changed)
+    tracer = jax.core.Tracer
+    for (path, name), value in zip(writers, values):
+        owner = root
+        for step in path:
+            owner = step(owner)
+        if owner is None:
+            continue
+        d = owner.__dict__
+        if isinstance(value, tracer) and _leaks(owner, d[name], value):
+            raise _closed_over(owner, name)
+        d[name] = value
+
+
+def _writers(root: Any, changed: list[int]) -> list[tuple[tuple[Any, ...], str]]:
+    """For each changed leaf, how to reach its owning module and the attribute name."""
+    keyed = jax.tree_util.tree_flatten_with_path(root)[0]
+    out = []
+    for index in changed:
+        path = keyed[index][0]
+        *head, last = path
+        steps = tuple(_key_step(k) for k in head)
+        if not isinstance(last, jax.tree_util.GetAttrKey) or None in steps:
+            out.append(((lambda _: None,), ""))
+            continue
+        out.append((steps, last.name))
+    return out
+
+
+def _key_step(key: Any) -> Any:
+    if isinstance(key, jax.tree_util.GetAttrKey):
+        name = key.name
+        return lambda obj: getattr(obj, name)
+    if isinstance(key, jax.tree_util.SequenceKey):
+        idx = key.idx
+        return lambda obj: obj[idx]
+    if isinstance(key, jax.tree_util.DictKey):
+        k = key.key
+        return lambda obj: obj[k]
+    return None
+
+
+_warned_untraceable: set[Any] = set()
+
+
+def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Makes a module method compile and cache itself when called eagerly.
+
+    Outside transformations, `model(x)` runs as one dispatch of a program
+    compiled for its argument signature; state updates are written back as
+    usual. Inside a trace (traced arguments or module), under
+    `jax.disable_jit()`, or for a method whose Python control flow depends on
+    array values (it then warns once), the method runs op by op instead.
+    """
+    dispatcher = _Dispatcher(method)
+
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if dispatcher.fun is None or jax.config.jax_disable_jit:
+            return method(self, *args, **kwargs)
+        try:
+            out = dispatcher((self,), args, kwargs, eager=True)
+        except _UNTRACEABLE as error:
+            dispatcher.fun = None
+            if method not in _warned_untraceable:
+                _warned_untraceable.add(method)
+                warnings.warn(
+                    f"blox.eager: {method.__qualname__} could not be compiled (its Python "
+                    f"control flow depends on array values: {type(error).__name__}); it "
+                    "now runs op by op, which is much slower. Fix: use jnp.where / "
+                    "jax.lax.cond instead of Python `if` on arrays.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            return method(self, *args, **kwargs)
+        if out is _NOT_COMPILED:
+            return method(self, *args, **kwargs)
+        return out
+
+    call._blox_dispatcher = dispatcher  # type: ignore[attr-defined]
+    call._blox_compiled = True  # type: ignore[attr-defined]
+    return call
 
 
 # -- calling core modules: where state is read and written back ---------------------------

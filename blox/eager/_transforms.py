@@ -13,10 +13,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-import equinox as eqx
 import jax
 
-from ._module import _BUFFER, Module, _carry_state, _closed_over, _flags, _leaks
+from ._module import _BUFFER, Module, _carry_state, _closed_over, _Dispatcher, _flags, _leaks
 
 
 def _modules(tree: Any) -> list[Module]:
@@ -60,20 +59,6 @@ def _copy(tree: Any) -> Any:
     return jax.tree.unflatten(treedef, leaves)
 
 
-def _run(*args: Any, _blox_fun: tuple[Callable[..., Any], tuple[Any, ...]], **kwargs: Any) -> Any:
-    """The traced body of `filter_jit`: calls the function, returns the copies' state.
-
-    The function travels as a keyword argument, read afresh on every call, so
-    a model used as the function is traced with its current arrays, and
-    ``donate='all-except-first'`` still exempts the caller's first argument.
-    """
-    func, lead = _blox_fun
-    trees = (_blox_fun, args, kwargs)
-    with _carry_state(*trees):
-        out = func(*lead, *args, **kwargs)
-    return out, _collect_state(trees)
-
-
 def _as_pytree_callable(fun: Callable[..., Any]) -> tuple[Callable[..., Any], tuple[Any, ...]]:
     """`fun` as `(func, lead)` with any model it holds as pytree data.
 
@@ -83,9 +68,15 @@ def _as_pytree_callable(fun: Callable[..., Any]) -> tuple[Callable[..., Any], tu
     compiled program (stale after the next update) and its state could not
     come back.
     """
+    if isinstance(fun, Module):
+        return _call_module, (fun,)
     if inspect.ismethod(fun) and isinstance(fun.__self__, Module):
         return fun.__func__, (fun.__self__,)
     return fun, ()
+
+
+def _call_module(module: Module, *args: Any, **kwargs: Any) -> Any:
+    return module(*args, **kwargs)
 
 
 def filter_jit(fun: Callable[..., Any] | None = None, *, donate: str = "none") -> Any:
@@ -119,15 +110,14 @@ def filter_jit(fun: Callable[..., Any] | None = None, *, donate: str = "none") -
     """
     if fun is None:
         return functools.partial(filter_jit, donate=donate)
-    target = _as_pytree_callable(fun)
-    jitted = eqx.filter_jit(_run, donate=donate)
+    func, lead = _as_pytree_callable(fun)
+    dispatcher = _Dispatcher(func, donate)
 
     @functools.wraps(fun, updated=())
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        out, state = jitted(*args, _blox_fun=target, **kwargs)
-        _restore_state((target, args, kwargs), state)
-        return out
+        return dispatcher(lead, args, kwargs)
 
+    wrapper._blox_dispatcher = dispatcher  # type: ignore[attr-defined]
     return wrapper
 
 

@@ -181,13 +181,19 @@ def test_user_module_check_runs_once_under_jit(monkeypatch: pytest.MonkeyPatch) 
     per_call = len(checks)
     assert per_call > 0
     model(jnp.ones((3, 4)))
-    assert len(checks) == 2 * per_call  # eager: every call is checked
+    assert len(checks) == per_call  # eager calls are compiled: checked while tracing only
+    model(jnp.ones((6, 4)))  # a new shape compiles, and checks, again
+    assert len(checks) == 2 * per_call
     forward = jax.jit(lambda m, x: m(x))
     for _ in range(4):
         forward(model, jnp.ones((3, 4)))
     assert len(checks) == 3 * per_call  # jitted: once, while tracing
     forward(model, jnp.ones((5, 4)))  # a new shape retraces, and checks again
     assert len(checks) == 4 * per_call
+    with jax.disable_jit():  # op by op: every call is checked
+        model(jnp.ones((3, 4)))
+        model(jnp.ones((3, 4)))
+    assert len(checks) == 6 * per_call
 
 
 def test_layer_check_runs_once_under_jit(monkeypatch: pytest.MonkeyPatch) -> None:

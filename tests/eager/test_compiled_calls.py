@@ -1,0 +1,153 @@
+"""Eager calls compile per signature: they retrace exactly when they must, and agree
+with the op-by-op path."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from blox import eager as nn
+
+
+class Net(nn.Module):
+    def __init__(self, width: int = 8, seed: int = 0) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, width, seed=seed)
+        self.bn = nn.BatchNorm(width, seed=seed)
+        self.drop = nn.Dropout(0.5, seed=seed)
+
+    def __call__(self, x):
+        return self.drop(jax.nn.relu(self.bn(self.fc(x))))
+
+
+def traces(cls) -> int:
+    return cls.__call__._blox_dispatcher.traces
+
+
+def data(shape, seed=0, dtype=jnp.float32):
+    return jnp.asarray(np.random.default_rng(seed).normal(size=shape), dtype)
+
+
+def test_repeat_calls_do_not_retrace_and_state_advances():
+    model = Net()
+    before = traces(Net)
+    for i in range(4):
+        model(data((3, 4), i))
+    assert traces(Net) == before + 1
+    assert int(model.drop.rng.counter) == 4
+    assert not np.array_equal(model.bn.running_mean, np.zeros(8))
+
+
+def test_retraces_on_new_shape_dtype_mode_and_architecture_only():
+    model = Net()
+    x = data((3, 4))
+    model(x)
+    count = traces(Net)
+    model(x)
+    Net(seed=5)(x)  # same architecture, other values: same program
+    assert traces(Net) == count
+    model(data((5, 4)))  # new batch size
+    assert traces(Net) == count + 1
+    model(x.astype(jnp.bfloat16))  # new dtype
+    assert traces(Net) == count + 2
+    model.eval()(x)  # new mode
+    assert traces(Net) == count + 3
+    Net(width=16)(x)  # new architecture
+    assert traces(Net) == count + 4
+    model.train()(x)  # back to a signature already compiled
+    assert traces(Net) == count + 4
+
+
+def test_sub_layers_do_not_dispatch_separately_inside_a_compiled_call():
+    model = Net()
+    linear_traces = traces(nn.Linear)
+    model(data((2, 4)))
+    model(data((2, 4), 1))
+    assert traces(nn.Linear) == linear_traces  # traced inline as part of Net
+
+
+def test_compiled_call_equals_op_by_op_call_and_state():
+    compiled, reference = Net(seed=3), Net(seed=3)
+    for i in range(3):
+        x = data((6, 4), i)
+        out = compiled(x)
+        with jax.disable_jit():
+            expected = reference(x)
+        np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+    for (name, a), (_, b) in zip(compiled.state_dict().items(), reference.state_dict().items()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_disable_jit_runs_python_every_call():
+    calls = []
+
+    class Loud(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(2, 2, seed=0)
+
+        def __call__(self, x):
+            calls.append(1)
+            return self.fc(x)
+
+    model = Loud()
+    model(jnp.ones((1, 2)))
+    model(jnp.ones((1, 2)))
+    assert len(calls) == 1  # compiled once, then cached
+    with jax.disable_jit():
+        model(jnp.ones((1, 2)))
+        model(jnp.ones((1, 2)))
+    assert len(calls) == 3
+
+
+def test_value_dependent_python_falls_back_to_op_by_op_with_one_warning():
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(2, 2, seed=0)
+            self.drop = nn.Dropout(0.5, seed=0)
+
+        def __call__(self, x):
+            if x.sum() > 0:  # needs a concrete value: cannot be traced
+                return self.drop(self.fc(x))
+            return -x
+
+    model = Branchy()
+    with pytest.warns(UserWarning, match=r"Branchy.__call__ could not be compiled.*jnp.where"):
+        out = model(jnp.ones((3, 2)))
+    assert out.shape == (3, 2)
+    assert int(model.drop.rng.counter) == 1  # the failed trace left no trace on state
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning
+        np.testing.assert_array_equal(model(-jnp.ones((3, 2))), jnp.ones((3, 2)))
+        model(jnp.ones((3, 2)))
+    assert int(model.drop.rng.counter) == 2
+
+
+def test_numpy_inputs_and_closed_over_guard_still_hold():
+    model = Net()
+    out = model(np.ones((2, 4), np.float32))
+    assert isinstance(out, jax.Array)
+    with pytest.raises(RuntimeError, match="pass the model as an argument"):
+        jax.jit(lambda x: model(x))(jnp.ones((2, 4)))
+    model.eval()
+    np.testing.assert_allclose(
+        jax.jit(lambda x: model(x))(jnp.ones((2, 4))), model(jnp.ones((2, 4))), rtol=1e-6
+    )
+
+
+def test_filter_jit_traces_once_per_signature():
+    model = Net()
+
+    @nn.filter_jit
+    def forward(model, x, scale):
+        return model(x) * scale
+
+    for i in range(3):
+        forward(model, data((3, 4), i), 2.0)
+    assert forward._blox_dispatcher.traces == 1
+    forward(model, data((3, 4)), 3.0)  # a new static argument
+    assert forward._blox_dispatcher.traces == 2
+    assert int(model.drop.rng.counter) == 4
