@@ -1,5 +1,7 @@
 """blox.core: the functional engine. Every call is `outputs, params = module(params, x)`."""
 
+from ._checkpoint import load_params as load_params
+from ._checkpoint import save_params as save_params
 from ._conv import Conv as Conv
 from ._conv import ConvTranspose as ConvTranspose
 from ._display import display as display
@@ -51,7 +53,9 @@ __all__ = [
     "avg_pool",
     "display",
     "dynamic_scan",
+    "load_params",
     "max_pool",
     "min_pool",
+    "save_params",
     "static_scan",
 ]
