@@ -11,8 +11,9 @@ ships with scikit-learn (1,797 8x8 grey images of the digits 0-9, no download):
   the compiled step, with no state passed around by hand;
 * evaluation after `model.eval()` (dropout off, BatchNorm on its running
   statistics);
-* a plot of the training curve, and a checkpoint written to disk and read back
-  into a freshly built model, which must score exactly the same.
+* a plot of the training curve, and a checkpoint (`nn.save`, a safetensors
+  file with the optimizer state and step) read back into a freshly built model
+  with `nn.load`, which must score exactly the same.
 
 Run it (about half a minute on two CPU cores):
 
@@ -20,7 +21,7 @@ Run it (about half a minute on two CPU cores):
     python examples/digits_cnn.py [--out examples/out] [--fast]
 
 It prints the test accuracy (at least 97%, typically about 99%) and the time
-taken, writes `digits_cnn.png` and `digits_cnn.eqx` into the output folder, and
+taken, writes `digits_cnn.png` and `digits_cnn.safetensors` into the output folder, and
 exits non-zero if the accuracy misses the target or the reloaded model
 disagrees. `--fast` (or the environment variable `BLOX_EXAMPLES_FAST=1`) trains
 for a few steps on a small subset, skips the accuracy target, and still runs
@@ -93,17 +94,20 @@ def accuracy(model, x, y):
     return jnp.mean(jnp.argmax(model(x), axis=-1) == y)
 
 
-# Checkpointing. The model is a pytree of arrays (RNG state included, as raw
-# key data), so Equinox can write its leaves and read them into any model of
-# the same architecture.
-def save_and_reload(model, path):
-    """Writes `model` to `path`, then loads it into a freshly built `DigitsCNN`.
+# Checkpointing. `nn.save` writes every array under its state_dict name (RNG
+# state included, as raw key data) into a safetensors file, atomically, with
+# the optimizer state and step; `nn.load` reads it into a model of the same
+# architecture, so training could resume exactly where it stopped.
+def save_and_reload(model, opt_state, step, path):
+    """Saves a checkpoint to `path`, then loads it into a freshly built `DigitsCNN`.
 
-    The new model starts from its own random weights; every array, the
-    BatchNorm statistics and dropout RNG state included, is overwritten.
+    The template starts from its own random weights and is left untouched; the
+    returned model holds every saved array, the BatchNorm statistics and
+    dropout RNG state included. Returns `nn.Checkpoint(model, opt_state, step)`.
     """
-    eqx.tree_serialise_leaves(path, model)
-    return eqx.tree_deserialise_leaves(path, DigitsCNN())
+    nn.save(path, model, opt_state, step=step)
+    like = DigitsCNN().eval()
+    return nn.load(path, like=like, opt_state=opt_state)
 
 
 def main():
@@ -150,13 +154,16 @@ def main():
     plot_history(history, plot_path, "blox.eager CNN on scikit-learn digits")
     print(f"plot: {plot_path}")
 
-    checkpoint_path = args.out / "digits_cnn.eqx"
-    reloaded = save_and_reload(model, checkpoint_path).eval()
+    checkpoint_path = args.out / "digits_cnn.safetensors"
+    steps = args.epochs * steps_per_epoch
+    checkpoint = save_and_reload(model, opt_state, steps, checkpoint_path)
+    reloaded = checkpoint.model
     reloaded_accuracy = float(accuracy(reloaded, x_test, y_test))
     print(f"checkpoint: {checkpoint_path} (reloaded accuracy {100 * reloaded_accuracy:.2f}%)")
 
-    same_arrays = all(
-        np.array_equal(a, b) for a, b in zip(jax.tree.leaves(model), jax.tree.leaves(reloaded))
+    saved, loaded = (model, opt_state), (reloaded, checkpoint.opt_state)
+    same_arrays = checkpoint.step == steps and all(
+        np.array_equal(a, b) for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(loaded))
     )
     if reloaded_accuracy != test_accuracy or not same_arrays:
         raise SystemExit(

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # example script -> (files it writes into --out, a line its output must contain)
 EXAMPLES = {
-    "digits_cnn.py": (("digits_cnn.png", "digits_cnn.eqx"), "test accuracy:"),
+    "digits_cnn.py": (("digits_cnn.png", "digits_cnn.safetensors"), "test accuracy:"),
     "digits_functional.py": (("digits_functional.png",), "test accuracy:"),
     "char_lstm.py": (("char_lstm.png",), "validation loss:"),
 }

@@ -9,7 +9,6 @@ configuration, mode and frozen flags, the file every array. The file format,
 atomic write and validation are `blox.core`'s (`core/_checkpoint.py`).
 """
 
-import json
 import os
 from typing import Any, NamedTuple
 
@@ -126,12 +125,10 @@ def save(
     _check_model(where, model, "model")
     step_text = _step_text(where, step)
     names, values, _ = _model_leaves(model)
-    tensors, key_impls, signature = {}, {}, {}
+    tensors, key_impls, signature, extra = {}, {}, {}, {}
     for name, value in zip(names, values):
-        tensors[name], _ = _encode(value)
+        tensors[name], _ = _encode(value)  # eager models hold RNG keys as raw key data
         signature[name] = _shape_dtype(value)
-    metadata = _base_metadata(step_text, _structure_hash(type(model).__name__, signature), {})
-    metadata["model_class"] = type(model).__name__
     if opt_state is not None:
         clashes = [name for name in names if _is_opt_name(name)]
         if clashes:
@@ -145,8 +142,10 @@ def save(
             tensors[name], impl = _encode(value)
             if impl is not None:
                 key_impls[name] = impl
-        metadata["opt_state_treedef"] = str(opt_treedef)
-    metadata["key_impls"] = json.dumps(key_impls, sort_keys=True)
+        extra["opt_state_treedef"] = str(opt_treedef)
+    cls = type(model).__name__
+    metadata = _base_metadata(step_text, _structure_hash(cls, signature), key_impls)
+    metadata.update(model_class=cls, **extra)
     _write(where, path, tensors, metadata)
 
 
@@ -222,14 +221,13 @@ def load(path: str | os.PathLike, like: Module, opt_state: Any = None) -> Checkp
                 f"loading into {type(like).__name__!r})"
             )
     if problems:
-        raise _mismatch(
-            where,
-            path,
-            problems,
+        fix = (
             f"build `like` as the saved model was built (class {saved_class!r}, blox "
-            f"{metadata.get('blox_version', '?')}), with the same layer sizes and dtypes, "
-            "and pass an opt_state template from the same optimizer.",
+            f"{metadata.get('blox_version', '?')}), with the same layer sizes and dtypes"
         )
+        if opt_state is not None:
+            fix += ", and build the opt_state template with the same optimizer"
+        raise _mismatch(where, path, problems, fix + ".")
 
     model = jax.tree.unflatten(treedef, [_decode(tensors[name], None) for name in names])
     restored = None
