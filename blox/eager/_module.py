@@ -912,6 +912,33 @@ class _Dispatcher:
         eager: bool = False,
     ) -> Any:
         root = (lead, args, kwargs)
+        found = self._entry(root, eager)
+        if found is _NOT_COMPILED:
+            return _NOT_COMPILED
+        entry, dyn, key_t, fresh = found
+        split = entry.split
+        groups = (dyn,) if split is None else (dyn[:split], dyn[split:])
+        try:
+            if fresh and self.donate in ("all", "all-except-first"):
+                # As in Equinox, only the 'warn' modes report buffers XLA could
+                # not reuse (reported once, while compiling).
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", "Some donated buffers were not usable")
+                    out_dyn, state = entry.jitted(*groups)
+            else:
+                out_dyn, state = entry.jitted(*groups)
+        except _UNTRACEABLE:
+            del self.cache[key_t]
+            raise
+        if entry.changed:
+            _write_back(entry, root, state)
+        out = list(entry.out_static)
+        for position, value in zip(entry.out_dyn, out_dyn):
+            out[position] = value
+        return jax.tree.unflatten(entry.out_treedef, out)
+
+    def _entry(self, root: Any, eager: bool = False) -> Any:
+        """The cache entry for `root`'s signature, its array leaves, key and freshness."""
         leaves, treedef = jax.tree.flatten(root)
         dyn = []
         key: list[Any] = [treedef]
@@ -942,26 +969,14 @@ class _Dispatcher:
         if fresh:
             entry = self._compile(leaves, treedef, root)
             self.cache[key_t] = entry
+        return entry, dyn, key_t, fresh
+
+    def lower(self, lead: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """`jax.stages.Lowered` of the program these arguments would run."""
+        entry, dyn, _, _ = self._entry((lead, args, kwargs))
         split = entry.split
         groups = (dyn,) if split is None else (dyn[:split], dyn[split:])
-        try:
-            if fresh and self.donate in ("all", "all-except-first"):
-                # As in Equinox, only the 'warn' modes report buffers XLA could
-                # not reuse (reported once, while compiling).
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", "Some donated buffers were not usable")
-                    out_dyn, state = entry.jitted(*groups)
-            else:
-                out_dyn, state = entry.jitted(*groups)
-        except _UNTRACEABLE:
-            del self.cache[key_t]
-            raise
-        if entry.changed:
-            _write_back(entry, root, state)
-        out = list(entry.out_static)
-        for position, value in zip(entry.out_dyn, out_dyn):
-            out[position] = value
-        return jax.tree.unflatten(entry.out_treedef, out)
+        return entry.jitted.lower(*groups)
 
     def _compile(self, leaves: list[Any], treedef: Any, root: Any) -> _Compiled:
         entry = _Compiled()

@@ -88,6 +88,10 @@ def filter_jit(fun: Callable[..., Any] | None = None, *, donate: str = "none") -
     running statistics) hold their new values, whether or not the function
     returns the model; a returned model carries them too.
 
+    Like `jax.jit` and `eqx.filter_jit`, the result has `.lower(*args,
+    **kwargs)`, returning the lowered program (e.g. for
+    `.compile().memory_analysis()`).
+
     Args:
         fun: The function (or model) to compile.
         donate: As in `eqx.filter_jit` (``'none'``, ``'all'``,
@@ -117,7 +121,11 @@ def filter_jit(fun: Callable[..., Any] | None = None, *, donate: str = "none") -
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         return dispatcher(lead, args, kwargs)
 
+    def lower(*args: Any, **kwargs: Any) -> Any:
+        return dispatcher.lower(lead, args, kwargs)
+
     wrapper._blox_dispatcher = dispatcher  # type: ignore[attr-defined]
+    wrapper.lower = lower  # type: ignore[attr-defined]
     return wrapper
 
 

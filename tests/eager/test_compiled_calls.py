@@ -151,3 +151,13 @@ def test_filter_jit_traces_once_per_signature():
     forward(model, data((3, 4)), 3.0)  # a new static argument
     assert forward._blox_dispatcher.traces == 2
     assert int(model.drop.rng.counter) == 4
+
+
+def test_filter_jit_lower_gives_the_program_it_runs():
+    model = Net()
+    forward = nn.filter_jit(lambda model, x: model(x))
+    lowered = forward.lower(model, data((3, 4)))
+    assert lowered.compile().memory_analysis().temp_size_in_bytes >= 0
+    assert int(model.drop.rng.counter) == 0  # lowering runs nothing
+    forward(model, data((3, 4)))
+    assert forward._blox_dispatcher.traces == 1  # the lowered entry is the one called
