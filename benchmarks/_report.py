@@ -1,0 +1,253 @@
+"""Writes the results: a markdown report and a bar chart of ratios to raw JAX.
+
+The markdown starts with the command, date, machine and package versions, so
+a reader can tell whether two reports are comparable; then the targets with
+pass or fail; then the full table (median, interquartile range over rounds,
+ratio to the row's raw-JAX baseline); then the notes (skipped and failed
+contenders).
+"""
+
+import datetime
+import importlib.metadata
+import math
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from . import _common as c
+from ._common import Result, Settings
+
+_PACKAGES = ("jax", "jaxlib", "equinox", "flax", "torch", "optax", "numpy", "blox")
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def environment() -> dict[str, str]:
+    """What the numbers depend on: machine, versions, thread counts."""
+    env = {
+        "machine": f"{platform.platform()} ({platform.machine()})",
+        "CPU": f"{_cpu_model()}, {os.cpu_count()} logical CPUs",
+        "python": platform.python_version(),
+        "JAX devices": ", ".join(str(d) for d in jax.devices()),
+    }
+    for package in _PACKAGES:
+        env[package] = _version(package)
+    if c.missing(("torch",)) is None:
+        import torch
+
+        env["torch"] += f" ({torch.get_num_threads()} intra-op threads)"
+    return env
+
+
+def _ratios(results: list[Result]) -> dict[int, float]:
+    """Ratio of each result to its row's baseline, by `id(result)`."""
+    baselines = {(r.group, r.row): r.value for r in results if r.baseline and r.value}
+    ratios = {}
+    for r in results:
+        base = baselines.get((r.group, r.row))
+        if base and r.value is not None:
+            ratios[id(r)] = r.value / base
+    return ratios
+
+
+def _number(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _verdict(ratio: float | None, target: float | None) -> str:
+    if target is None:
+        return ""
+    if ratio is None:
+        return "n/a"
+    if ratio <= target:
+        return "pass"
+    return f"**FAIL** (+{100 * (ratio / target - 1):.0f}% over)"
+
+
+def _table(results: list[Result], ratios: dict[int, float]) -> list[str]:
+    lines = [
+        "| group | row | contender | median | IQR | ratio vs raw JAX | target | pass/fail |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in results:
+        ratio = ratios.get(id(r))
+        if r.value is None:
+            median, spread = "—", "—"
+        else:
+            median = f"{_number(r.value)} {r.unit}"
+            has_spread = r.low is not None and r.high is not None and r.high > r.low
+            spread = f"{_number(r.low)}–{_number(r.high)}" if has_spread else "—"
+        name = f"**{r.contender}**" if r.baseline else r.contender
+        shown_ratio = "baseline" if r.baseline else ("—" if ratio is None else f"{ratio:.2f}x")
+        target = "" if r.target is None else f"≤ {r.target:g}x"
+        lines.append(
+            f"| {r.group} | {r.row} | {name} | {median} | {spread} | {shown_ratio} | "
+            f"{target} | {_verdict(ratio, r.target)} |"
+        )
+    return lines
+
+
+def _targets(results: list[Result], ratios: dict[int, float]) -> list[str]:
+    chosen = [r for r in results if r.target is not None]
+    if not chosen:
+        return ["No targets in the groups run."]
+    lines = [
+        "| row | contender | ratio | target | result |",
+        "| --- | --- | ---: | ---: | --- |",
+    ]
+    for r in chosen:
+        ratio = ratios.get(id(r))
+        shown = "—" if ratio is None else f"{ratio:.2f}x"
+        lines.append(
+            f"| {r.group}: {r.row} | {r.contender} | {shown} | ≤ {r.target:g}x | "
+            f"{_verdict(ratio, r.target)} |"
+        )
+    return lines
+
+
+def _plot(results: list[Result], ratios: dict[int, float], path: Path) -> bool:
+    """One panel per row: each contender's ratio to raw JAX, targets marked."""
+    if c.missing(("matplotlib",)) is not None:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows: dict[tuple[str, str], list[Result]] = {}
+    for r in results:
+        if id(r) in ratios and r.plotted:
+            rows.setdefault((r.group, r.row), []).append(r)
+    if not rows:
+        return False
+    columns = 2 if len(rows) > 1 else 1
+    nrows = math.ceil(len(rows) / columns)
+    heights = [max(len(v) for v in list(rows.values())[i::columns]) for i in range(columns)]
+    fig, axes = plt.subplots(
+        nrows, columns, figsize=(8 * columns, 0.32 * max(heights) * nrows + 1.2 * nrows)
+    )
+    axes = [axes] if not hasattr(axes, "flat") else list(axes.flat)
+    for ax, ((group, row), members) in zip(axes, rows.items()):
+        names = [m.contender for m in members][::-1]
+        values = [ratios[id(m)] for m in members][::-1]
+        colors = [_color(m) for m in members][::-1]
+        ax.barh(names, values, color=colors)
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        for i, m in enumerate(members[::-1]):
+            if m.target is not None:
+                ax.plot([m.target, m.target], [i - 0.4, i + 0.4], color="red", linewidth=2)
+            ax.text(max(values[i], m.target or 0), i, f" {values[i]:.2f}x", va="center", fontsize=7)
+        if max(values) / min(values) > 20:
+            ax.set_xscale("log")
+        ax.set_xlim(right=max(values) * (3 if ax.get_xscale() == "log" else 1.25))
+        ax.set_title(f"{group}: {row}", fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.tick_params(axis="x", labelsize=7)
+    for ax in axes[len(rows) :]:
+        ax.axis("off")
+    fig.suptitle("Ratio to raw JAX (lower is better; red ticks: blox targets)", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _color(result: Result) -> str:
+    if result.baseline or result.contender == c.RAW_EAGER:
+        return "#4c72b0"
+    if result.contender in c.BLOX_NAMES:
+        return "#dd8452"
+    return "#9a9a9a"
+
+
+def write(
+    results: list[Result],
+    *,
+    out: Path,
+    command: str,
+    settings: Settings,
+    groups: list[str],
+    seconds: float,
+    load: tuple[float, float],
+) -> dict[str, Any]:
+    """Writes `out` (markdown) and the chart next to it (same name, `.png`).
+
+    Returns:
+        `{'markdown': path, 'plot': path or None, 'ratios': {...}}`.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ratios = _ratios(results)
+    png = out.with_suffix(".png")
+    plotted = _plot(results, ratios, png)
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    env = environment()
+    env["load average (1 min)"] = (
+        f"{load[0]:.2f} at start, {load[1]:.2f} at end (the machine is shared; "
+        f"above {os.cpu_count()} means contention)"
+    )
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `{command}` on {now} in {seconds / 60:.1f} minutes "
+        f"(groups: {', '.join(groups)}; {'quick smoke run' if settings.quick else 'full run'}).",
+        "Do not compare these numbers with a report from another machine or load.",
+        "",
+        "| | |",
+        "| --- | --- |",
+        *(f"| {key} | {value} |" for key, value in env.items()),
+        "",
+        "## Method",
+        "",
+        "Each row runs the same workload in every contender, built in one process. "
+        "Contenders of a row are interleaved: every round runs each of them once, "
+        "in a new random order, over an inner loop of calls lasting about "
+        f"{settings.min_time * 1e3:g} ms, each call synchronised with "
+        "`jax.block_until_ready`. Reported: the median over "
+        f"{settings.rounds} rounds of the time per call, and the interquartile range "
+        f"(IQR) over rounds; {settings.warmup} warm-up calls first, so compilation "
+        "is not timed. Training steps are Adam (learning rate 1e-3) and chain "
+        "their state: parameters, optimiser state, dropout RNG and BatchNorm "
+        "statistics of one step feed the next. The compile group times cold first "
+        f"calls ({settings.compile_rounds} rounds, `jax.clear_caches()` before each); "
+        "the memory group reads XLA's temporary bytes of the compiled step. "
+        "Ratios are to the row's raw-JAX baseline (a dict of arrays under "
+        "`jax.jit`). Targets apply to blox only; peers are shown for scale.",
+        "",
+        "## Targets",
+        "",
+        *_targets(results, ratios),
+        "",
+        "## Results",
+        "",
+    ]
+    if plotted:
+        lines += [f"![Ratios to raw JAX]({png.name})", ""]
+    lines += _table(results, ratios)
+    notes = [r for r in results if r.note]
+    if notes:
+        lines += ["", "## Notes", ""]
+        lines += [f"- {r.group} / {r.row} / {r.contender}: {r.note}" for r in notes]
+    out.write_text("\n".join(lines) + "\n")
+    return {"markdown": out, "plot": png if plotted else None, "ratios": ratios}

@@ -1,0 +1,117 @@
+"""Interleaved timing: every contender of a row is measured in the same rounds.
+
+This machine is shared, so its load drifts over seconds. Timing one library
+for a minute and then the next would charge that drift to the libraries.
+Instead, each round runs every contender once, in a freshly shuffled order,
+each over an inner loop long enough to swamp the clock's resolution; the
+reported figure is the median over rounds of the per-call time, which ignores
+the rounds that a burst of outside load spoiled.
+
+Every call is synchronised (`jax.block_until_ready` on what it returns; a
+no-op for PyTorch tensors, which are computed synchronously on CPU), so a call
+is charged for its whole latency, dispatch and compute. Warm-up calls run
+first, so compilation is never timed here (the compile group times it on
+purpose, with `before_each=jax.clear_caches` and no warm-up). The garbage
+collector stays on, as a user has it; a full collection runs between rounds so
+that each round starts alike.
+"""
+
+import gc
+import random
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+
+
+class Stats(NamedTuple):
+    """Per-call seconds over rounds: median and quartiles, and the loop sizes used."""
+
+    median: float
+    low: float
+    high: float
+    rounds: int
+    inner: int
+
+
+def _loop(call: Callable[[], Any], n: int) -> float:
+    """Seconds per call over `n` synchronised calls."""
+    start = time.perf_counter()
+    for _ in range(n):
+        jax.block_until_ready(call())
+    return (time.perf_counter() - start) / n
+
+
+def _inner_size(call: Callable[[], Any], min_time: float) -> int:
+    """Calls per timed loop so that one loop lasts about `min_time` seconds."""
+    n, spent = 1, 0.0
+    while True:
+        spent = _loop(call, n) * n
+        if spent >= min_time / 4 or n >= 1 << 16:
+            break
+        n *= 2
+    return max(1, round(n * min_time / max(spent, 1e-9)))
+
+
+def _quartiles(samples: list[float]) -> tuple[float, float]:
+    if len(samples) < 2:
+        return samples[0], samples[0]
+    q = statistics.quantiles(samples, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def interleaved(
+    calls: dict[str, Callable[[], Any]],
+    *,
+    rounds: int,
+    warmup: int,
+    min_time: float | None,
+    before_each: Callable[[], None] | None = None,
+    seed: int = 0,
+) -> tuple[dict[str, Stats], dict[str, BaseException]]:
+    """Times `calls` against each other.
+
+    Args:
+        calls: Contender name to a zero-argument function doing one call.
+        rounds: Timed rounds; each runs every contender once, shuffled.
+        warmup: Untimed calls per contender first (compilation happens here).
+        min_time: Seconds one contender's inner loop lasts; `None` means one
+            call per loop (for things that happen once, like compiling).
+        before_each: Called, untimed, before each contender's loop.
+        seed: Seeds the shuffling, so a rerun uses the same orders.
+
+    Returns:
+        `(stats, errors)`: per-call `Stats` in seconds for the contenders that
+        ran, and the exception of each one that raised.
+    """
+    errors: dict[str, BaseException] = {}
+    inner: dict[str, int] = {}
+    for name, call in calls.items():
+        try:
+            for _ in range(warmup):
+                jax.block_until_ready(call())
+            inner[name] = 1 if min_time is None else _inner_size(call, min_time)
+        except Exception as error:
+            errors[name] = error
+    samples: dict[str, list[float]] = {name: [] for name in inner}
+    order = list(inner)
+    shuffle = random.Random(seed).shuffle
+    for _ in range(rounds):
+        gc.collect()
+        shuffle(order)
+        for name in list(order):
+            if before_each is not None:
+                before_each()
+            try:
+                samples[name].append(_loop(calls[name], inner[name]))
+            except Exception as error:
+                errors[name] = error
+                order.remove(name)
+                del samples[name]
+    stats = {}
+    for name, values in samples.items():
+        low, high = _quartiles(values)
+        stats[name] = Stats(statistics.median(values), low, high, len(values), inner[name])
+    return stats, errors
