@@ -34,8 +34,8 @@ class SummaryRow(NamedTuple):
     """One call of one module (or one module never called) in a `Summary`.
 
     `output_shape` is the module's output with every array replaced by its
-    shape (a tuple of ints for a single array), or `None` if the module was not
-    called. `params`, `trainable` and `bytes` count the module's own arrays,
+    shape (a tuple of ints for a single array; other values by their type
+    name, ``'None'`` for `None`), or `None` if the module was not called. `params`, `trainable` and `bytes` count the module's own arrays,
     not its children's: `params` its parameter elements (frozen ones
     included), `trainable` those `nn.trainable` keeps, `bytes` the memory of
     its parameters and buffers. Rows for a second or later call (path
@@ -237,23 +237,22 @@ def _find_call(cls: type) -> Any:
 
 def _shapes(out: Any) -> Any:
     """`out` with each array replaced by its shape tuple (other leaves by their type name)."""
+    if out is None:  # kept apart from `None`, which marks a module never called
+        return "None"
     return jax.tree.map(
         lambda leaf: tuple(leaf.shape) if hasattr(leaf, "shape") else type(leaf).__name__, out
     )
 
 
 def _shape_text(leaf: Any) -> str:
-    dtype = jnp.dtype(leaf.dtype)
-    return f"{dtype.name}{list(leaf.shape)}" if _is_input_array(leaf) else repr(leaf)
+    if _is_input_array(leaf):
+        return f"{jnp.dtype(leaf.dtype).name}{list(leaf.shape)}"
+    return repr(leaf)
 
 
 def _inputs_text(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    parts = [_flat_text(a) for a in args] + [f"{k}={_flat_text(v)}" for k, v in kwargs.items()]
+    parts = [str(a) for a in args] + [f"{k}={v}" for k, v in kwargs.items()]
     return f"({', '.join(parts)})"
-
-
-def _flat_text(value: Any) -> str:
-    return value if isinstance(value, str) else str(value)
 
 
 def _tabulate(model: Module, calls: dict[str, list[Any]]) -> Summary:
