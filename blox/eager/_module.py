@@ -60,6 +60,7 @@ import contextlib
 import functools
 import inspect
 import itertools
+import operator
 import threading
 import warnings
 from collections import OrderedDict
@@ -170,7 +171,7 @@ class _Aux:
     jitted call stays cheap.
     """
 
-    __slots__ = ("_hash", "base", "cls", "kinds", "names", "static")
+    __slots__ = ("_hash", "base", "cls", "getter", "kinds", "names", "static")
 
     def __init__(
         self, cls: type, kinds: tuple[tuple[str, str], ...], static: tuple[tuple[str, Any], ...]
@@ -179,6 +180,14 @@ class _Aux:
         self.kinds = kinds
         self.static = static
         self.names = tuple(name for name, _ in kinds)
+        # Reads the children straight from an instance __dict__, in C.
+        if len(self.names) > 1:
+            self.getter = operator.itemgetter(*self.names)
+        elif self.names:
+            only = self.names[0]
+            self.getter = lambda d: (d[only],)
+        else:
+            self.getter = lambda d: ()
         # What an unflattened copy starts from; `_blox_kinds` is shared and
         # copied on write (see `Module.__setattr__`).
         self.base = {**dict(static), "_blox_kinds": dict(kinds), "_blox_aux": self}
@@ -215,10 +224,12 @@ def _aux_of(module: "Module") -> _Aux:
     return aux
 
 
-def _flatten(module: "Module") -> tuple[list[Any], _Aux]:
-    aux = _aux_of(module)
+def _flatten(module: "Module") -> tuple[Any, _Aux]:
     d = module.__dict__
-    return [d[name] for name in aux.names], aux
+    aux = d["_blox_aux"]
+    if aux is None:
+        aux = _aux_of(module)
+    return aux.getter(d), aux
 
 
 def _flatten_with_keys(module: "Module") -> tuple[list[tuple[Any, Any]], _Aux]:
@@ -229,13 +240,16 @@ def _flatten_with_keys(module: "Module") -> tuple[list[tuple[Any, Any]], _Aux]:
 
 
 def _unflatten(aux: _Aux, children: Any) -> "Module":
-    module = object.__new__(aux.cls)
-    d = dict(aux.base)
+    module = _new(aux.cls)
+    d = module.__dict__
+    d.update(aux.base)
     d.update(zip(aux.names, children))
-    object.__setattr__(module, "__dict__", d)
     if getattr(_local, "frames", None):
         _note_copy(module)
     return module
+
+
+_new = object.__new__
 
 
 class Module:
@@ -945,12 +959,15 @@ class _Dispatcher:
         append = key.append
         tracer = jax.core.Tracer
         for leaf in leaves:
-            if isinstance(leaf, _ARRAY_TYPES):
+            if isinstance(leaf, jax.Array):
                 if eager and isinstance(leaf, tracer):
                     return _NOT_COMPILED
                 dyn.append(leaf)
-                append(leaf.shape)
-                append(leaf.dtype)
+                append(leaf.aval)  # shape, dtype and weak type: what jax.jit keys on
+            elif isinstance(leaf, np.ndarray):
+                dyn.append(leaf)
+                append(_NUMPY)
+                append((leaf.shape, leaf.dtype))
             else:
                 append(_STATIC)
                 append(leaf)
@@ -1021,6 +1038,7 @@ class _Dispatcher:
 
 
 _STATIC = object()
+_NUMPY = object()
 _NOT_COMPILED = object()
 
 
