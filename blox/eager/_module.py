@@ -941,7 +941,7 @@ class _Dispatcher:
                     out_dyn, state = entry.jitted(*groups)
             else:
                 out_dyn, state = entry.jitted(*groups)
-        except _UNTRACEABLE:
+        except (*_UNTRACEABLE, _StructureChanged):
             del self.cache[key_t]
             raise
         if entry.changed:
@@ -1011,7 +1011,7 @@ class _Dispatcher:
                 out = fun(*lead, *args, **kwargs)
             new_leaves, new_treedef = jax.tree.flatten((lead, args, kwargs))
             if new_treedef != treedef:
-                raise RuntimeError(
+                raise _StructureChanged(
                     "nn.filter_jit: expected the arguments' structure (modes, frozen "
                     "flags, attributes) to stay the same during the call, got a "
                     "change inside it. Fix: call model.train()/eval()/freeze() and "
@@ -1035,6 +1035,10 @@ class _Dispatcher:
             donate = (1,)
         entry.jitted = jax.jit(traced, donate_argnums=donate)
         return entry
+
+
+class _StructureChanged(RuntimeError):
+    """A compiled function changed its arguments' static structure while running."""
 
 
 _STATIC = object()
@@ -1116,15 +1120,19 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
             return method(self, *args, **kwargs)
         try:
             out = dispatcher((self,), args, kwargs, eager=True)
-        except _UNTRACEABLE as error:
+        except (*_UNTRACEABLE, _StructureChanged) as error:
             dispatcher.fun = None
+            if isinstance(error, _StructureChanged):
+                why = "it changes the module's attributes or mode while running"
+                fix = "keep counters in a buffer (register_buffer) and change modes outside"
+            else:
+                why = f"its Python control flow depends on array values: {type(error).__name__}"
+                fix = "use jnp.where / jax.lax.cond instead of Python `if` on arrays"
             if method not in _warned_untraceable:
                 _warned_untraceable.add(method)
                 warnings.warn(
-                    f"blox.eager: {method.__qualname__} could not be compiled (its Python "
-                    f"control flow depends on array values: {type(error).__name__}); it "
-                    "now runs op by op, which is much slower. Fix: use jnp.where / "
-                    "jax.lax.cond instead of Python `if` on arrays.",
+                    f"blox.eager: {method.__qualname__} could not be compiled ({why}); it "
+                    f"now runs op by op, which is much slower. Fix: {fix}.",
                     UserWarning,
                     stacklevel=2,
                 )

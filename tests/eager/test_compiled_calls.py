@@ -161,3 +161,35 @@ def test_filter_jit_lower_gives_the_program_it_runs():
     assert int(model.drop.rng.counter) == 0  # lowering runs nothing
     forward(model, data((3, 4)))
     assert forward._blox_dispatcher.traces == 1  # the lowered entry is the one called
+
+
+def test_a_call_that_changes_static_attributes_falls_back_with_one_warning():
+    class Counting(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(2, 2, seed=0)
+            self.calls = 0
+
+        def __call__(self, x):
+            self.calls += 1  # a Python int: static structure, changed by the call
+            return self.fc(x)
+
+    model = Counting()
+    with pytest.warns(UserWarning, match=r"changes the module's attributes.*register_buffer"):
+        model(jnp.ones((1, 2)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(jnp.ones((1, 2)))
+    assert model.calls == 2  # op by op, the counter counts every call
+
+
+def test_filter_jit_rejects_structure_changes_with_the_fix():
+    model = Net()
+
+    @nn.filter_jit
+    def bad(model, x):
+        model.eval()
+        return model(x)
+
+    with pytest.raises(RuntimeError, match=r"stay the same during the call.*outside the compiled"):
+        bad(model, data((2, 4)))
