@@ -35,6 +35,8 @@ class Embed(CoreModule):
         ((1, 3, 4), (1, 3, 10))
     """
 
+    _blox_compiled_methods = ("attend",)  # eager calls compile like __call__
+
     def __init__(
         self, num_embeddings: int, embedding_size: int, *, seed: Any = None, **options: Any
     ) -> None:

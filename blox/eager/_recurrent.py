@@ -18,6 +18,7 @@ __all__ = ["GRU", "LSTM", "GRUState", "LSTMState"]
 class _Recurrent(CoreModule):
     _core_cls: Any = None
     _state_cls: Any = None
+    _blox_compiled_methods = ("step",)  # eager steps compile like __call__
 
     def __init__(
         self, input_size: int, hidden_size: int, *, seed: Any = None, **options: Any

@@ -193,3 +193,20 @@ def test_filter_jit_rejects_structure_changes_with_the_fix():
 
     with pytest.raises(RuntimeError, match=r"stay the same during the call.*outside the compiled"):
         bad(model, data((2, 4)))
+
+
+def test_lstm_step_and_embed_attend_compile_too():
+    lstm, emb = nn.LSTM(3, 5, seed=0), nn.Embed(7, 5, seed=0)
+    step, attend = type(lstm).step._blox_dispatcher, nn.Embed.attend._blox_dispatcher
+    before = (step.traces, attend.traces)
+    state = None
+    for i in range(3):
+        out, state = lstm.step(data((2, 3), i), state)
+        emb.attend(out)
+    assert (step.traces, attend.traces) == (
+        before[0] + 2,
+        before[1] + 1,
+    )  # state=None, then a state
+    with jax.disable_jit():
+        expected, _ = lstm.step(data((2, 3), 3), state)
+    np.testing.assert_allclose(lstm.step(data((2, 3), 3), state)[0], expected, rtol=1e-6, atol=1e-6)
