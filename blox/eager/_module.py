@@ -76,14 +76,21 @@ from blox.core import Param, Params
 _PARAM, _BUFFER, _CHILD, _CONTAINER = "param", "buffer", "child", "container"
 _ARRAY_KINDS = (_PARAM, _BUFFER)
 
-_local = threading.local()
+
+class _Local(threading.local):
+    """Per-thread stack of open `_carry_state` frames (sets of module ids)."""
+
+    def __init__(self) -> None:
+        # Always present, so the per-node check in `_unflatten` is a plain
+        # attribute read (a missing attribute would cost an exception).
+        self.frames: list[set[int]] = []
+
+
+_local = _Local()
 
 
 def _frames() -> list[set[int]]:
-    frames = getattr(_local, "frames", None)
-    if frames is None:
-        frames = _local.frames = []
-    return frames
+    return _local.frames
 
 
 @contextlib.contextmanager
@@ -107,14 +114,14 @@ def _carry_state(*trees: Any) -> Iterator[None]:
 
 
 def _note_copy(module: "Module") -> None:
-    frames = getattr(_local, "frames", None)
+    frames = _local.frames
     if frames:
         frames[-1].add(id(module))
 
 
 def _is_copy(module: "Module") -> bool:
     """True if `module` belongs to an open `_carry_state` (its state is carried back)."""
-    frames = getattr(_local, "frames", None)
+    frames = _local.frames
     return bool(frames) and any(id(module) in frame for frame in frames)
 
 
@@ -244,7 +251,7 @@ def _unflatten(aux: _Aux, children: Any) -> "Module":
     d = module.__dict__
     d.update(aux.base)
     d.update(zip(aux.names, children))
-    if getattr(_local, "frames", None):
+    if _local.frames:
         _note_copy(module)
     return module
 
@@ -957,14 +964,20 @@ class _Dispatcher:
         dyn = []
         key: list[Any] = [treedef]
         append = key.append
-        tracer = jax.core.Tracer
+        kinds = _LEAF_KINDS
         for leaf in leaves:
-            if isinstance(leaf, jax.Array):
-                if eager and isinstance(leaf, tracer):
-                    return _NOT_COMPILED
+            kind = kinds.get(type(leaf))
+            if kind is None:
+                kind = _leaf_kind(type(leaf))
+            if kind is _JAX:
                 dyn.append(leaf)
                 append(leaf.aval)  # shape, dtype and weak type: what jax.jit keys on
-            elif isinstance(leaf, np.ndarray):
+            elif kind is _TRACER:
+                if eager:
+                    return _NOT_COMPILED
+                dyn.append(leaf)
+                append(leaf.aval)
+            elif kind is _NUMPY:
                 dyn.append(leaf)
                 append(_NUMPY)
                 append((leaf.shape, leaf.dtype))
@@ -1043,7 +1056,26 @@ class _StructureChanged(RuntimeError):
 
 _STATIC = object()
 _NUMPY = object()
+_JAX = object()
+_TRACER = object()
 _NOT_COMPILED = object()
+
+# Leaf type -> kind, so the per-call signature loop avoids `isinstance` against
+# the `jax.Array` ABC (a few hundred ns per leaf). Filled on first sight.
+_LEAF_KINDS: dict[type, object] = {}
+
+
+def _leaf_kind(cls: type) -> object:
+    if issubclass(cls, jax.core.Tracer):
+        kind = _TRACER
+    elif issubclass(cls, jax.Array):
+        kind = _JAX
+    elif issubclass(cls, np.ndarray):
+        kind = _NUMPY
+    else:
+        kind = _STATIC
+    _LEAF_KINDS[cls] = kind
+    return kind
 
 
 def _hashable(value: Any) -> bool:
