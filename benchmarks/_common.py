@@ -78,6 +78,9 @@ class Result:
     target: float | None = None
     note: str = ""
     error: bool = False
+    ratio: float | None = None  # paired ratio to the row's baseline (median over rounds)
+    ratio_low: float | None = None  # its quartiles over rounds
+    ratio_high: float | None = None
     plotted: bool = True  # False keeps a result out of the chart (it stays in the table)
     extra: dict[str, Any] = field(default_factory=dict)
 

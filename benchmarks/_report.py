@@ -58,14 +58,29 @@ def environment() -> dict[str, str]:
 
 
 def _ratios(results: list[Result]) -> dict[int, float]:
-    """Ratio of each result to its row's baseline, by `id(result)`."""
+    """Ratio of each result to its row's baseline, by `id(result)`.
+
+    The paired ratio where the row was timed (see `_timing.paired_ratio`),
+    else (memory rows) the plain quotient.
+    """
     baselines = {(r.group, r.row): r.value for r in results if r.baseline and r.value}
     ratios = {}
     for r in results:
         base = baselines.get((r.group, r.row))
-        if base and r.value is not None:
+        if r.ratio is not None:
+            ratios[id(r)] = r.ratio
+        elif base and r.value is not None:
             ratios[id(r)] = r.value / base
     return ratios
+
+
+def _shown_ratio(r: Result, ratios: dict[int, float]) -> str:
+    ratio = ratios.get(id(r))
+    if ratio is None:
+        return "—"
+    if r.ratio_low is not None and r.ratio_high is not None and r.ratio_high > r.ratio_low:
+        return f"{ratio:.2f}x ({r.ratio_low:.2f}–{r.ratio_high:.2f})"
+    return f"{ratio:.2f}x"
 
 
 def _number(value: float) -> str:
@@ -100,7 +115,7 @@ def _table(results: list[Result], ratios: dict[int, float]) -> list[str]:
             has_spread = r.low is not None and r.high is not None and r.high > r.low
             spread = f"{_number(r.low)}–{_number(r.high)}" if has_spread else "—"
         name = f"**{r.contender}**" if r.baseline else r.contender
-        shown_ratio = "baseline" if r.baseline else ("—" if ratio is None else f"{ratio:.2f}x")
+        shown_ratio = "baseline" if r.baseline else _shown_ratio(r, ratios)
         target = "" if r.target is None else f"≤ {r.target:g}x"
         lines.append(
             f"| {r.group} | {r.row} | {name} | {median} | {spread} | {shown_ratio} | "
@@ -119,7 +134,7 @@ def _targets(results: list[Result], ratios: dict[int, float]) -> list[str]:
     ]
     for r in chosen:
         ratio = ratios.get(id(r))
-        shown = "—" if ratio is None else f"{ratio:.2f}x"
+        shown = _shown_ratio(r, ratios)
         lines.append(
             f"| {r.group}: {r.row} | {r.contender} | {shown} | ≤ {r.target:g}x | "
             f"{_verdict(ratio, r.target)} |"
@@ -233,7 +248,11 @@ def write(
         f"calls ({settings.compile_rounds} rounds, `jax.clear_caches()` before each); "
         "the memory group reads XLA's temporary bytes of the compiled step. "
         "Ratios are to the row's raw-JAX baseline (a dict of arrays under "
-        "`jax.jit`). Targets apply to blox only; peers are shown for scale.",
+        "`jax.jit`) and paired: the median over rounds of the contender's time "
+        "divided by the baseline's time in the same round, with the IQR of those "
+        "per-round ratios in brackets, so load that drifts between rounds cancels "
+        "out (memory rows: the plain quotient). Targets apply to blox only; peers "
+        "are shown for scale.",
         "",
         "## Targets",
         "",

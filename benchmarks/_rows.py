@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._common import RAW, Contender, Program, Result, Settings, missing, temp_bytes
-from ._timing import interleaved
+from ._timing import interleaved, paired_ratio
 
 _UNITS = {"us": 1e6, "ms": 1e3}
 
@@ -101,10 +101,14 @@ def timed_row(
     for name, error in errors.items():
         results[name] = _error(group, row, by_name[name], unit, error)
     scale = _UNITS[unit]
+    base = stats.get(baseline)
     for name, s in stats.items():
         result = results[name]
         result.value, result.low, result.high = s.median * scale, s.low * scale, s.high * scale
         result.extra = {"rounds": s.rounds, "inner": s.inner}
+        if base is not None and len(base.samples) == len(s.samples):
+            paired = paired_ratio(s.samples, base.samples)
+            result.ratio, result.ratio_low, result.ratio_high = paired[:3]
     return list(results.values())
 
 

@@ -5,7 +5,9 @@ for a minute and then the next would charge that drift to the libraries.
 Instead, each round runs every contender once, in a freshly shuffled order,
 each over an inner loop long enough to swamp the clock's resolution; the
 reported figure is the median over rounds of the per-call time, which ignores
-the rounds that a burst of outside load spoiled.
+the rounds that a burst of outside load spoiled. Ratios between contenders
+are paired: the median over rounds of the ratio within each round
+(`paired_ratio`).
 
 Every call is synchronised (`jax.block_until_ready` on what it returns; a
 no-op for PyTorch tensors, which are computed synchronously on CPU), so a call
@@ -27,13 +29,41 @@ import jax
 
 
 class Stats(NamedTuple):
-    """Per-call seconds over rounds: median and quartiles, and the loop sizes used."""
+    """Per-call seconds over rounds: median, quartiles, loop size and every round's figure."""
 
     median: float
     low: float
     high: float
     rounds: int
     inner: int
+    samples: tuple[float, ...]  # one per round, in round order
+
+
+def paired_ratio(samples: tuple[float, ...], baseline: tuple[float, ...]) -> Stats:
+    """Median and quartiles over rounds of `samples[i] / baseline[i]`.
+
+    Both were measured in the same round, seconds apart, so a round that
+    outside load slowed down slows both and their ratio keeps its value; the
+    ratio of two medians taken over different rounds would not.
+
+    Example:
+        >>> s = paired_ratio((2.0, 4.0, 3.0), (1.0, 2.0, 3.0))
+        >>> s.median, s.rounds
+        (2.0, 3)
+    """
+    if len(samples) != len(baseline):
+        raise ValueError(
+            f"paired_ratio: expected one baseline sample per round ({len(samples)}), "
+            f"got {len(baseline)}. Fix: pair samples taken in the same rounds."
+        )
+    ratios = [a / b for a, b in zip(samples, baseline) if b > 0]
+    if not ratios:
+        raise ValueError(
+            f"paired_ratio: expected positive baseline times, got {baseline!r}. "
+            "Fix: pass the baseline's per-round samples."
+        )
+    low, high = _quartiles(ratios)
+    return Stats(statistics.median(ratios), low, high, len(ratios), 1, tuple(ratios))
 
 
 def _loop(call: Callable[[], Any], n: int) -> float:
@@ -113,5 +143,7 @@ def interleaved(
     stats = {}
     for name, values in samples.items():
         low, high = _quartiles(values)
-        stats[name] = Stats(statistics.median(values), low, high, len(values), inner[name])
+        stats[name] = Stats(
+            statistics.median(values), low, high, len(values), inner[name], tuple(values)
+        )
     return stats, errors

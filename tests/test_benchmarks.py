@@ -34,3 +34,25 @@ def test_quick_dispatch_run_writes_the_report(tmp_path: Path) -> None:
     assert "python -m benchmarks --quick --only dispatch" in text
     for name in ("blox eager (no jit)", "blox eager (nn.filter_jit)", "blox core (jax.jit)"):
         assert f"| {name} |" in text
+
+
+def test_paired_ratio_cancels_load_that_drifts_between_rounds() -> None:
+    from benchmarks._timing import paired_ratio
+
+    # Rounds 3-5 ran under outside load for the baseline only in round 3 and
+    # for both afterwards: per-round ratios stay 1.1 except the spoiled round.
+    baseline = (1.0, 1.0, 3.0, 3.0, 3.0)
+    contender = (1.1, 1.1, 1.1, 3.3, 3.3)
+    stats = paired_ratio(contender, baseline)
+    assert stats.median == pytest.approx(1.1, rel=1e-12)
+    assert stats.rounds == 5
+    assert stats.low == pytest.approx(1.1, rel=1e-12)
+
+
+def test_paired_ratio_rejects_rounds_that_do_not_pair() -> None:
+    from benchmarks._timing import paired_ratio
+
+    with pytest.raises(ValueError, match="paired_ratio: expected one baseline sample per round"):
+        paired_ratio((1.0, 2.0), (1.0,))
+    with pytest.raises(ValueError, match="paired_ratio: expected positive baseline times"):
+        paired_ratio((1.0,), (0.0,))
