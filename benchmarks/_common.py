@@ -99,7 +99,7 @@ class Settings:
     def make(cls, quick: bool) -> "Settings":
         if quick:
             return cls(quick=True, rounds=3, warmup=2, min_time=0.005, compile_rounds=1)
-        return cls(quick=False, rounds=15, warmup=3, min_time=0.1, compile_rounds=5)
+        return cls(quick=False, rounds=31, warmup=3, min_time=0.1, compile_rounds=9)
 
 
 def missing(packages: tuple[str, ...]) -> str | None:
