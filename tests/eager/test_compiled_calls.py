@@ -210,3 +210,28 @@ def test_lstm_step_and_embed_attend_compile_too():
     with jax.disable_jit():
         expected, _ = lstm.step(data((2, 3), 3), state)
     np.testing.assert_allclose(lstm.step(data((2, 3), 3), state)[0], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_numpy_inputs_and_static_arguments_key_the_signature():
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 3, seed=0)
+
+        def __call__(self, x, scale=1.0):
+            return self.fc(x) * scale
+
+    model = Scaled()
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+    out = model(x)
+    count = traces(Scaled)
+    np.testing.assert_allclose(out, model(jnp.asarray(x)), rtol=1e-6, atol=1e-6)
+    model(x + 1.0)  # new numpy values, same shape: same program
+    assert traces(Scaled) == count + 1  # a jax array is another signature than numpy
+    model(np.ones((5, 4), np.float32))  # new numpy shape
+    assert traces(Scaled) == count + 2
+    doubled = model(x, 2.0)  # a Python float is static: its value keys the program
+    assert traces(Scaled) == count + 3
+    np.testing.assert_allclose(doubled, 2.0 * out, rtol=1e-6)
+    model(x, 2.0)
+    assert traces(Scaled) == count + 3
