@@ -41,7 +41,7 @@ class _ConvLayer(CoreModule):
         where = f"nn.{type(self).__name__}({in_channels}, {out_channels}, kernel_size={kernel})"
         layer, rng = build_core(where, self._core_cls, (kernel, out_channels), options)
         x = jnp.zeros((1, *_example_spatial(layer), in_channels), jnp.float32)
-        params = init_params(where, rng, seed, lambda p: layer(p, x)[1])
+        params = init_params(where, rng, seed, lambda p: layer(p, x)[1], signature=(layer, x.shape))
         self._blox_adopt(layer, params, keep=lambda path: path[1] != "rng")
 
     @typecheck

@@ -46,7 +46,13 @@ class Embed(CoreModule):
         self.options = tuple(sorted(options.items(), key=lambda kv: kv[0]))
         where = f"nn.Embed({num_embeddings}, {embedding_size})"
         layer, rng = build_core(where, core.Embed, (num_embeddings, embedding_size), options)
-        params = init_params(where, rng, seed, lambda p: layer(p, jnp.zeros((1,), jnp.int32))[1])
+        params = init_params(
+            where,
+            rng,
+            seed,
+            lambda p: layer(p, jnp.zeros((1,), jnp.int32))[1],
+            signature=(layer,),
+        )
         self._blox_adopt(layer, params, keep=lambda path: path[1] != "rng")
 
     @typecheck

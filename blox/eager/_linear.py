@@ -51,7 +51,11 @@ class Linear(CoreModule):
         where = f"nn.Linear({in_features}, {out_features})"
         layer, rng = build_core(where, core.Linear, (out_features,), options)
         params = init_params(
-            where, rng, seed, lambda p: layer(p, jnp.zeros((1, in_features), jnp.float32))[1]
+            where,
+            rng,
+            seed,
+            lambda p: layer(p, jnp.zeros((1, in_features), jnp.float32))[1],
+            signature=(layer, in_features),
         )
         self._blox_adopt(layer, params, keep=lambda path: path[1] != "rng")
 

@@ -32,7 +32,13 @@ class _NormLayer(CoreModule):
             init_layer, rng = build_core(where, self._core_cls, (), local)
         x = jnp.zeros((1, features), jnp.float32)
         kwargs = {"is_training": False} if self._core_cls is core.BatchNorm else {}
-        params = init_params(where, rng, seed, lambda p: init_layer(p, x, **kwargs)[1])
+        params = init_params(
+            where,
+            rng,
+            seed,
+            lambda p: init_layer(p, x, **kwargs)[1],
+            signature=(init_layer, features),
+        )
         self._blox_adopt(layer, params, keep=lambda path: path[1] != "rng")
 
     @typecheck

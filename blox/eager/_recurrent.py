@@ -35,7 +35,7 @@ class _Recurrent(CoreModule):
             state, params = layer.initial_state(params, x)
             return layer(params, x, state)[1]
 
-        params = init_params(where, rng, seed, create)
+        params = init_params(where, rng, seed, create, signature=(layer, input_size))
         self._blox_adopt(layer, params, keep=lambda path: path[1] != "rng")
 
     @typecheck

@@ -123,9 +123,41 @@ def init_params(
     rng: Any,
     seed: Any,
     create: Callable[[Any], Any],
+    signature: Any = None,
 ) -> Any:
-    """Seeds the init `Rng` and runs `create(params)` to make every parameter."""
+    """Seeds the init `Rng` and runs `create(params)` to make every parameter.
+
+    With a hashable `signature` (the shared core layer and the example input
+    shape: everything `create` depends on besides the key), `create` runs as
+    one compiled program, cached under it, so building a layer costs one
+    dispatch instead of compiling each random primitive for each new shape.
+    """
     from blox import core
 
-    params = rng.seed(core.Params(), seed=_next_key(seed, where))
-    return create(params)
+    key = _next_key(seed, where)
+    if signature is None or jax.config.jax_disable_jit:
+        return create(rng.seed(core.Params(), seed=key))
+    cached = _init_cache.get(signature)
+    if cached is None:
+        order: list[tuple[str, ...]] = []
+
+        def run(key: jax.Array) -> Any:
+            params = create(rng.seed(core.Params(), seed=key))
+            order[:] = params.keys()
+            return params
+
+        cached = (jax.jit(run), order)
+        if len(_init_cache) >= _INIT_CACHE_SIZE:
+            # Configurations the core cache cannot key (unhashable options) make a
+            # new layer, hence a new signature, each time: keep the cache bounded.
+            _init_cache.pop(next(iter(_init_cache)))
+        _init_cache[signature] = cached
+    jitted, order = cached
+    params = jitted(key)
+    # A pytree comes back in sorted path order; the layer's attributes (and so
+    # its state_dict) follow creation order, as PyTorch lists weight before bias.
+    return core.Params.from_dict({path: params[path] for path in order}, locked=params.is_locked)
+
+
+_init_cache: dict[Any, tuple[Callable[[jax.Array], Any], list[tuple[str, ...]]]] = {}
+_INIT_CACHE_SIZE = 512

@@ -416,6 +416,39 @@ def test_parameters_exist_after_construction_and_equal_core(case: Case) -> None:
         assert owner is value  # readable as attributes by the core names
 
 
+# One per init path: a kernel and bias, a conv kernel, orthogonal recurrent
+# weights, BatchNorm buffers, an embedding table.
+_INIT_SAMPLE = [
+    c for c in CASES if c.name in {"linear", "conv2d", "lstm", "batch_norm_train", "embed"}
+]
+
+
+@pytest.mark.parametrize("case", _INIT_SAMPLE, ids=repr)
+def test_construction_under_disable_jit_runs_op_by_op_and_agrees(case: Case) -> None:
+    layer = case.eager(SEED)
+    with jax.disable_jit():  # the constructor then runs every primitive on its own
+        reference = case.eager(SEED)
+    assert list(layer.state_dict()) == list(reference.state_dict())
+    # Not bit for bit: jax.random's samplers are jitted functions, and split into
+    # single primitives XLA rounds them differently (by an ulp or two). The
+    # compiled constructor equals the core's own creating call bit for bit
+    # (test_parameters_exist_after_construction_and_equal_core).
+    for (name, a), b in zip(layer.state_dict().items(), reference.state_dict().values()):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_construction_compiles_once_per_configuration() -> None:
+    from blox.eager import _seed
+
+    nn.Linear(7, 5, seed=0)
+    size = len(_seed._init_cache)
+    again = nn.Linear(7, 5, seed=1)  # same configuration, other key: cached program
+    assert len(_seed._init_cache) == size
+    assert not np.array_equal(again.kernel, nn.Linear(7, 5, seed=0).kernel)
+    nn.Linear(7, 6, seed=0)  # new configuration
+    assert len(_seed._init_cache) == size + 1
+
+
 def _jit_core(case: Case, core: Any, params: Any, x: Any) -> Any:
     """The core call compiled, as the eager call is: same program, same bits.
 
