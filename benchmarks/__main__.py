@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import _report, compute, dispatch, memory, recurrent
+from . import _report, build, compute, dispatch, memory, recurrent
 from . import compile as compile_group
 from ._common import Settings
 
@@ -22,6 +22,7 @@ GROUPS = {
     "recurrent": recurrent,
     "memory": memory,
     "compile": compile_group,
+    "build": build,
 }
 
 

@@ -436,3 +436,29 @@ STEP = {
     ),
     c.TORCH: Contender(c.TORCH, torch_step, requires=("torch",)),
 }
+
+
+# -- building the model (the build group) ------------------------------------------------------
+
+
+def _built(make_model: Callable[[MLPSpec], Any]) -> Callable[[MLPSpec], Callable[[], Program]]:
+    """A contender whose one call builds the model from scratch and returns its arrays."""
+
+    def build(spec: MLPSpec) -> Callable[[], Program]:
+        return lambda: Program(lambda: jax.tree.leaves(make_model(spec)))
+
+    return build
+
+
+def _torch_built(spec: MLPSpec) -> Callable[[], Program]:
+    return lambda: Program(lambda: _torch_model(spec)[0])
+
+
+BUILD = {
+    c.RAW: Contender(c.RAW, _built(lambda spec: _raw_params(spec.sizes))),
+    c.BLOX_EAGER: Contender(c.BLOX_EAGER, _built(lambda spec: _blox_model(spec.sizes))),
+    c.BLOX_CORE: Contender(c.BLOX_CORE, _built(_core_model)),
+    c.EQX: Contender(c.EQX, _built(_eqx_model)),
+    c.NNX: Contender(c.NNX, _built(_nnx_model), requires=("flax",)),
+    c.TORCH: Contender(c.TORCH, _torch_built, requires=("torch",)),
+}
