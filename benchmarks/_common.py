@@ -93,13 +93,29 @@ class Settings:
     rounds: int  # timed rounds per row, each running every contender once
     warmup: int  # untimed calls per contender first (the first one compiles)
     min_time: float  # seconds each contender's inner loop runs per round
+    long_min_time: float  # the same for steps of tens of milliseconds (compute, recurrent)
     compile_rounds: int
 
     @classmethod
     def make(cls, quick: bool) -> "Settings":
         if quick:
-            return cls(quick=True, rounds=3, warmup=2, min_time=0.005, compile_rounds=1)
-        return cls(quick=False, rounds=31, warmup=3, min_time=0.1, compile_rounds=9)
+            return cls(
+                quick=True,
+                rounds=3,
+                warmup=2,
+                min_time=0.005,
+                long_min_time=0.005,
+                compile_rounds=1,
+            )
+        # A 180 ms step would otherwise be one call per round: one noisy sample.
+        return cls(
+            quick=False,
+            rounds=31,
+            warmup=3,
+            min_time=0.1,
+            long_min_time=0.3,
+            compile_rounds=9,
+        )
 
 
 def missing(packages: tuple[str, ...]) -> str | None:

@@ -66,13 +66,15 @@ def timed_row(
     baseline: str = RAW,
     cold: bool = False,
     before_each: Callable[[], None] | None = None,
+    long: bool = False,
 ) -> list[Result]:
     """Medians per call (or, with `cold`, per first call of a fresh `make()`).
 
     With `cold`, each timed call is `make().step()`: a new jitted function,
     traced, compiled and run once; `before_each` (e.g. `jax.clear_caches`)
     runs untimed before it. Otherwise `make()` runs once and its `step` is
-    warmed up, then timed.
+    warmed up, then timed in inner loops of `settings.min_time` seconds
+    (`settings.long_min_time` with `long`, for steps of tens of milliseconds).
     """
     results, makers = _prepare(group, row, unit, spec, contenders, baseline)
     by_name = {c.name: c for c in contenders}
@@ -96,7 +98,10 @@ def timed_row(
         )
     else:
         stats, errors = interleaved(
-            calls, rounds=settings.rounds, warmup=settings.warmup, min_time=settings.min_time
+            calls,
+            rounds=settings.rounds,
+            warmup=settings.warmup,
+            min_time=settings.long_min_time if long else settings.min_time,
         )
     for name, error in errors.items():
         results[name] = _error(group, row, by_name[name], unit, error)

@@ -37,6 +37,7 @@ def run(settings: Settings) -> list[Result]:
             c.pick(_mlp.STEP, NAMES, TARGETS),
             settings,
             unit="ms",
+            long=True,
         ),
         *timed_row(
             GROUP,
@@ -45,5 +46,6 @@ def run(settings: Settings) -> list[Result]:
             c.pick(_cnn.STEP, NAMES, TARGETS),
             settings,
             unit="ms",
+            long=True,
         ),
     ]

@@ -28,4 +28,4 @@ TARGETS = {c.BLOX_FILTER_JIT: 1.03, c.BLOX_EQX_JIT: 1.03, c.BLOX_CORE: 1.03}
 def run(settings: Settings) -> list[Result]:
     """Times the LSTM row."""
     row = "LSTM 32->128, T=100, b32: Adam train step"
-    return timed_row(GROUP, row, SPEC, c.pick(STEP, NAMES, TARGETS), settings, unit="ms")
+    return timed_row(GROUP, row, SPEC, c.pick(STEP, NAMES, TARGETS), settings, unit="ms", long=True)
