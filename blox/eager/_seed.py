@@ -8,12 +8,15 @@ same key, so eager and core layers agree bit for bit.
 
 import inspect
 import numbers
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ._module import _UNTRACEABLE
 
 _stream: dict[str, Any] = {"seed": 0, "key": None, "count": 0}
 _core_cache: dict[Any, Any] = {}
@@ -131,13 +134,16 @@ def init_params(
     shape: everything `create` depends on besides the key), `create` runs as
     one compiled program, cached under it, so building a layer costs one
     dispatch instead of compiling each random primitive for each new shape.
+    Initialisers that need concrete values (e.g. `int(key_data)` to seed
+    numpy) cannot be compiled: that configuration then runs op by op, with
+    one warning.
     """
     from blox import core
 
     key = _next_key(seed, where)
-    if signature is None or jax.config.jax_disable_jit:
+    cached = _init_cache.get(signature) if signature is not None else None
+    if signature is None or cached is _OP_BY_OP or jax.config.jax_disable_jit:
         return create(rng.seed(core.Params(), seed=key))
-    cached = _init_cache.get(signature)
     if cached is None:
         order: list[tuple[str, ...]] = []
 
@@ -153,11 +159,24 @@ def init_params(
             _init_cache.pop(next(iter(_init_cache)))
         _init_cache[signature] = cached
     jitted, order = cached
-    params = jitted(key)
+    try:
+        params = jitted(key)
+    except _UNTRACEABLE as error:
+        _init_cache[signature] = _OP_BY_OP
+        warnings.warn(
+            f"{where}: its initialisers could not be compiled ({type(error).__name__}: "
+            "they need concrete values), so this configuration is built op by op, "
+            "which is slower. Fix: write custom initialisers with jax.numpy and "
+            "jax.random on the key they receive (no int() or np.asarray of it).",
+            UserWarning,
+            stacklevel=3,
+        )
+        return create(rng.seed(core.Params(), seed=key))
     # A pytree comes back in sorted path order; the layer's attributes (and so
     # its state_dict) follow creation order, as PyTorch lists weight before bias.
     return core.Params.from_dict({path: params[path] for path in order}, locked=params.is_locked)
 
 
-_init_cache: dict[Any, tuple[Callable[[jax.Array], Any], list[tuple[str, ...]]]] = {}
+_init_cache: dict[Any, Any] = {}  # signature -> (jitted, creation order) or _OP_BY_OP
+_OP_BY_OP = object()
 _INIT_CACHE_SIZE = 512

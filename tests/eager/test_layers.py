@@ -16,6 +16,7 @@ under ``ROOT/layer``.
 
 import dataclasses
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -447,6 +448,27 @@ def test_construction_compiles_once_per_configuration() -> None:
     assert not np.array_equal(again.kernel, nn.Linear(7, 5, seed=0).kernel)
     nn.Linear(7, 6, seed=0)  # new configuration
     assert len(_seed._init_cache) == size + 1
+
+
+def test_initialiser_needing_concrete_values_builds_op_by_op_with_one_warning() -> None:
+    def numpy_init(key: Any, shape: Shape, dtype: Any) -> jax.Array:
+        seed = int(jax.random.key_data(key)[-1])  # needs a concrete key
+        return jnp.asarray(np.random.default_rng(seed).normal(size=shape), dtype)
+
+    with pytest.warns(
+        UserWarning, match=r"nn.Linear\(3, 9\): its initialisers could not be compiled"
+    ):
+        first = nn.Linear(3, 9, kernel_init=numpy_init, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = nn.Linear(3, 9, kernel_init=numpy_init, seed=0)
+    graph = bx.Graph(ROOT)
+    rng = bx.Rng(graph / "rng")
+    twin = bx.Linear(graph / "layer", 9, rng=rng, kernel_init=numpy_init)
+    _, params = twin(rng.seed(bx.Params(), seed=jax.random.key(0)), jnp.zeros((1, 3)))
+    expected = params[(ROOT, "layer", "kernel")].value
+    np.testing.assert_array_equal(first.kernel, expected)
+    np.testing.assert_array_equal(again.kernel, expected)
 
 
 def _jit_core(case: Case, core: Any, params: Any, x: Any) -> Any:
