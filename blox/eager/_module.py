@@ -226,8 +226,32 @@ def _aux_of(module: "Module") -> _Aux:
         static = tuple(
             (k, v) for k, v in d.items() if k not in kinds and k not in ("_blox_aux", "_blox_kinds")
         )
-        aux = _Aux(type(module), tuple(kinds.items()), static)
+        aux = _intern(_Aux(type(module), tuple(kinds.items()), static))
         d["_blox_aux"] = aux
+    return aux
+
+
+# Equal `_Aux`es made one object. A compiled call finds its program by
+# comparing treedefs, which compares node data: `is` settles it at once, while
+# equal but distinct objects cost a Python `__eq__` per module on every call
+# (about 1 us each). Without this, only the first model of an architecture,
+# whose auxes the cached treedef holds, would get the fast comparison.
+_interned: dict[Any, _Aux] = {}
+_INTERN_LIMIT = 4096  # past it, new configurations are simply not interned
+
+
+def _intern(aux: _Aux) -> _Aux:
+    # Value types are part of the key, so `rate=1` and `rate=1.0`, equal as
+    # values, keep their own static data.
+    try:
+        key = (aux, tuple(type(v) for _, v in aux.static))
+        found = _interned.get(key)
+    except TypeError:  # an unhashable static value: leave this one alone
+        return aux
+    if found is not None:
+        return found
+    if len(_interned) < _INTERN_LIMIT:
+        _interned[key] = aux
     return aux
 
 

@@ -235,3 +235,31 @@ def test_numpy_inputs_and_static_arguments_key_the_signature():
     np.testing.assert_allclose(doubled, 2.0 * out, rtol=1e-6)
     model(x, 2.0)
     assert traces(Scaled) == count + 3
+
+
+def test_models_of_one_architecture_share_their_static_node_data():
+    # A compiled call compares the argument treedef with the cached one; shared
+    # node data makes that an identity check for every model of the
+    # architecture, not only the first one built.
+    from blox.eager._module import _aux_of
+
+    a, b = Net(seed=1), Net(seed=2)
+    for x, y in zip(a.modules(), b.modules(), strict=True):
+        assert _aux_of(x) is _aux_of(y)
+    assert _aux_of(Net(width=16).fc) is not _aux_of(a.fc)  # another configuration
+
+
+def test_equal_but_differently_typed_static_values_stay_apart():
+    class Scale(nn.Module):
+        def __init__(self, factor) -> None:
+            super().__init__()
+            self.factor = factor
+
+        def __call__(self, x):
+            return x * self.factor
+
+    as_int, as_float = Scale(2), Scale(2.0)
+    copy_int = jax.tree.unflatten(*reversed(jax.tree.flatten(as_int)))
+    copy_float = jax.tree.unflatten(*reversed(jax.tree.flatten(as_float)))
+    assert type(copy_int.factor) is int
+    assert type(copy_float.factor) is float
