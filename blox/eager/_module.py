@@ -241,10 +241,10 @@ _INTERN_LIMIT = 4096  # past it, new configurations are simply not interned
 
 
 def _intern(aux: _Aux) -> _Aux:
-    # Value types are part of the key, so `rate=1` and `rate=1.0`, equal as
-    # values, keep their own static data.
+    # Value types (inside tuples and lists too) are part of the key, so
+    # `rate=1` and `rate=1.0`, equal as values, keep their own static data.
     try:
-        key = (aux, tuple(type(v) for _, v in aux.static))
+        key = (aux, tuple(_types(v) for _, v in aux.static))
         found = _interned.get(key)
     except TypeError:  # an unhashable static value: leave this one alone
         return aux
@@ -253,6 +253,12 @@ def _intern(aux: _Aux) -> _Aux:
     if len(_interned) < _INTERN_LIMIT:
         _interned[key] = aux
     return aux
+
+
+def _types(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return (type(value), tuple(_types(v) for v in value))
+    return type(value)
 
 
 def _flatten(module: "Module") -> tuple[Any, _Aux]:

@@ -258,8 +258,10 @@ def test_equal_but_differently_typed_static_values_stay_apart():
         def __call__(self, x):
             return x * self.factor
 
-    as_int, as_float = Scale(2), Scale(2.0)
-    copy_int = jax.tree.unflatten(*reversed(jax.tree.flatten(as_int)))
-    copy_float = jax.tree.unflatten(*reversed(jax.tree.flatten(as_float)))
-    assert type(copy_int.factor) is int
-    assert type(copy_float.factor) is float
+    def copy(module):
+        return jax.tree.unflatten(*reversed(jax.tree.flatten(module)))
+
+    assert type(copy(Scale(2)).factor) is int
+    assert type(copy(Scale(2.0)).factor) is float
+    assert [type(v) for v in copy(Scale((2, 3))).factor] == [int, int]
+    assert [type(v) for v in copy(Scale((2.0, 3.0))).factor] == [float, float]
