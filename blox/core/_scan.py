@@ -120,6 +120,10 @@ def static_scan(
     return (_stack(outputs), state), params
 
 
+class _ParamsChanged(Exception):
+    """Raised while tracing a scan body whose step updated its params."""
+
+
 def dynamic_scan(
     step_fn: StepFn,
     params: Params,
@@ -158,14 +162,33 @@ def dynamic_scan(
     def time_major(x: jax.Array) -> jax.Array:
         return jnp.swapaxes(x[:, start:], 0, 1)
 
+    xs = (jax.tree.map(time_major, inputs), jax.tree.map(time_major, is_reset))
+    leaves, treedef = jax.tree.flatten(params)
+
+    def constant_body(state: Any, xs: Any) -> tuple[Any, Any]:
+        x_t, reset_t = xs
+        (out, state), new_params = step_fn(params, x_t, state, reset_t, is_training)
+        new_leaves, new_treedef = jax.tree.flatten(new_params)
+        if new_treedef != treedef or any(a is not b for a, b in zip(new_leaves, leaves)):
+            raise _ParamsChanged
+        return state, out
+
     def body(carry: Any, xs: Any) -> tuple[Any, Any]:
         state, params = carry
         x_t, reset_t = xs
         (out, state), params = step_fn(params, x_t, state, reset_t, is_training)
         return (state, params), out
 
-    xs = (jax.tree.map(time_major, inputs), jax.tree.map(time_major, is_reset))
-    (state, params), outs = jax.lax.scan(body, (state, params), xs)
+    # Params the step leaves alone (no RNG draw, no statistics) are closed
+    # over, as in a hand-written scan. Carried, JAX would still hoist them out
+    # of the loop, but the backward loop would accumulate their gradients in
+    # the params' sorted order instead of the order the step uses them, and
+    # XLA schedules that loop worse (about 2% on a CPU LSTM training step).
+    # A step that updates its params aborts this trace, and they are carried.
+    try:
+        state, outs = jax.lax.scan(constant_body, state, xs)
+    except _ParamsChanged:
+        (state, params), outs = jax.lax.scan(body, (state, params), xs)
     outs = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), outs)
     if first:
         outs = jax.tree.map(lambda a, b: jnp.concatenate([a[:, None], b], axis=1), first[0], outs)
