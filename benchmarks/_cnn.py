@@ -107,7 +107,8 @@ def _raw_forward(
     return h @ p["f2"] + p["f2b"], {"m1": m1, "v1": v1, "m2": m2, "v2": v2}
 
 
-def raw_step(spec: CNNSpec) -> Callable[[], Program]:
+def raw_step(spec: CNNSpec, jit: Callable[..., Any] = jax.jit) -> Callable[[], Program]:
+    """The hand-written step under `jit` (`jax.jit`, or `eqx.filter_jit` for `RAW_EQX`)."""
     (params, stats), (x, y) = _raw_params(), spec.jax_data()
     opt = optax.adam(c.LEARNING_RATE)
     opt_state, key = opt.init(params), jax.random.key(1)
@@ -124,7 +125,7 @@ def raw_step(spec: CNNSpec) -> Callable[[], Program]:
             updates, opt_state = opt.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), stats, opt_state, key, loss
 
-        return c.chained(jax.jit(step), (params, stats, opt_state, key), x, y)
+        return c.chained(jit(step), (params, stats, opt_state, key), x, y)
 
     return make
 
@@ -321,6 +322,7 @@ def torch_step(spec: CNNSpec) -> Callable[[], Program]:
 
 STEP = {
     c.RAW: Contender(c.RAW, raw_step),
+    c.RAW_EQX: Contender(c.RAW_EQX, lambda spec: raw_step(spec, jit=eqx.filter_jit)),
     c.BLOX_FILTER_JIT: Contender(c.BLOX_FILTER_JIT, lambda spec: _blox_step(spec, nn.filter_jit)),
     c.BLOX_EQX_JIT: Contender(c.BLOX_EQX_JIT, lambda spec: _blox_step(spec, eqx.filter_jit)),
     c.BLOX_CORE: Contender(c.BLOX_CORE, core_step),

@@ -20,6 +20,7 @@ import numpy as np
 # Contender names, shared by every row so the table reads down the columns.
 RAW = "raw JAX (jax.jit)"
 RAW_EAGER = "raw JAX (op-by-op, no jit)"
+RAW_EQX = "raw JAX (eqx.filter_jit)"
 BLOX_EAGER = "blox eager (no jit)"
 BLOX_EAGER_NOCHECK = "blox eager (no jit, typecheck off)"
 BLOX_FILTER_JIT = "blox eager (nn.filter_jit)"
@@ -53,7 +54,10 @@ class Contender:
     `build(spec)` does the untimed setup and returns `make`; `make()` returns
     a `Program`. `requires` lists the packages it imports (a missing one skips
     it with a note). `target` is the largest ratio to the row's baseline the
-    lead aims for, or `None`.
+    lead aims for, or `None`. With `against` (another contender of the row)
+    the target bounds the ratio to that contender instead: blox driven by
+    `eqx.filter_jit` is held to raw JAX driven by `eqx.filter_jit`, so the
+    target measures what blox adds, not what Equinox's dispatcher costs.
     """
 
     name: str
@@ -61,6 +65,7 @@ class Contender:
     requires: tuple[str, ...] = ()
     target: float | None = None
     note: str = ""
+    against: str | None = None
 
 
 @dataclass
@@ -81,6 +86,8 @@ class Result:
     ratio: float | None = None  # paired ratio to the row's baseline (median over rounds)
     ratio_low: float | None = None  # its quartiles over rounds
     ratio_high: float | None = None
+    against: str | None = None  # the contender the target compares with (default: baseline)
+    target_ratio: tuple[float, float, float] | None = None  # paired ratio to `against`, quartiles
     plotted: bool = True  # False keeps a result out of the chart (it stays in the table)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -168,8 +175,13 @@ def chained(jitted: Callable[..., Any], state: tuple[Any, ...], *args: Any) -> P
 
 
 def pick(
-    table: dict[str, Contender], names: list[str], targets: dict[str, float] | None = None
+    table: dict[str, Contender],
+    names: list[str],
+    targets: dict[str, float] | None = None,
+    against: dict[str, str] | None = None,
 ) -> list[Contender]:
-    """The contenders `names` from `table`, in that order, with `targets` attached."""
-    targets = targets or {}
-    return [replace(table[name], target=targets.get(name)) for name in names]
+    """The contenders `names` from `table`, in that order, with `targets` (and `against`) attached."""
+    targets, against = targets or {}, against or {}
+    return [
+        replace(table[name], target=targets.get(name), against=against.get(name)) for name in names
+    ]

@@ -70,7 +70,8 @@ def _raw_lstm(params: dict[str, jax.Array], xs: jax.Array) -> jax.Array:
     return jnp.swapaxes(hs, 0, 1)
 
 
-def raw_step(spec: LSTMSpec) -> Callable[[], Program]:
+def raw_step(spec: LSTMSpec, jit: Callable[..., Any] = jax.jit) -> Callable[[], Program]:
+    """The hand-written step under `jit` (`jax.jit`, or `eqx.filter_jit` for `RAW_EQX`)."""
     fan_in = spec.features + spec.hidden
     w = jax.random.normal(jax.random.key(0), (fan_in, 4 * spec.hidden)) / np.sqrt(fan_in)
     params = {"w": w, "b": jnp.zeros((4 * spec.hidden,))}
@@ -84,7 +85,7 @@ def raw_step(spec: LSTMSpec) -> Callable[[], Program]:
             updates, opt_state = opt.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, loss
 
-        return c.chained(jax.jit(step), (params, opt_state), x, t)
+        return c.chained(jit(step), (params, opt_state), x, t)
 
     return make
 
@@ -196,6 +197,9 @@ def torch_step(spec: LSTMSpec) -> Callable[[], Program]:
 
 STEP = {
     c.RAW: Contender(c.RAW, raw_step, note="hand-written lax.scan"),
+    c.RAW_EQX: Contender(
+        c.RAW_EQX, lambda spec: raw_step(spec, jit=eqx.filter_jit), note="hand-written lax.scan"
+    ),
     c.BLOX_FILTER_JIT: Contender(c.BLOX_FILTER_JIT, lambda spec: _blox_step(spec, nn.filter_jit)),
     c.BLOX_EQX_JIT: Contender(c.BLOX_EQX_JIT, lambda spec: _blox_step(spec, eqx.filter_jit)),
     c.BLOX_CORE: Contender(c.BLOX_CORE, core_step),

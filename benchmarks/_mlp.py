@@ -84,7 +84,8 @@ def raw_forward(spec: MLPSpec) -> Callable[[], Program]:
     return make
 
 
-def raw_step(spec: MLPSpec) -> Callable[[], Program]:
+def raw_step(spec: MLPSpec, jit: Callable[..., Any] = jax.jit) -> Callable[[], Program]:
+    """The hand-written step under `jit` (`jax.jit`, or `eqx.filter_jit` for `RAW_EQX`)."""
     params, (x, y) = _raw_params(spec.sizes), spec.data()
     opt = optax.adam(c.LEARNING_RATE)
     opt_state = opt.init(params)
@@ -95,7 +96,7 @@ def raw_step(spec: MLPSpec) -> Callable[[], Program]:
             updates, opt_state = opt.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, loss
 
-        return c.chained(jax.jit(step), (params, opt_state), x, y)
+        return c.chained(jit(step), (params, opt_state), x, y)
 
     return make
 
@@ -426,6 +427,7 @@ FORWARD = {
 
 STEP = {
     c.RAW: Contender(c.RAW, raw_step),
+    c.RAW_EQX: Contender(c.RAW_EQX, lambda spec: raw_step(spec, jit=eqx.filter_jit)),
     c.BLOX_FILTER_JIT: Contender(c.BLOX_FILTER_JIT, blox_step_filter_jit),
     c.BLOX_EQX_JIT: Contender(c.BLOX_EQX_JIT, blox_step_eqx),
     c.BLOX_CORE: Contender(c.BLOX_CORE, core_step),

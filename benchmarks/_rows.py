@@ -22,7 +22,14 @@ def _error(group: str, row: str, contender: Contender, unit: str, error: BaseExc
     traceback.print_exception(error, file=sys.stderr)
     message = f"{type(error).__name__}: {error}".splitlines()[0][:160]
     return Result(
-        group, row, contender.name, unit, target=contender.target, note=message, error=True
+        group,
+        row,
+        contender.name,
+        unit,
+        target=contender.target,
+        against=contender.against,
+        note=message,
+        error=True,
     )
 
 
@@ -40,6 +47,7 @@ def _prepare(
             unit,
             baseline=contender.name == baseline,
             target=contender.target,
+            against=contender.against,
             note=contender.note,
         )
         results[contender.name] = result
@@ -114,6 +122,10 @@ def timed_row(
         if base is not None and len(base.samples) == len(s.samples):
             paired = paired_ratio(s.samples, base.samples)
             result.ratio, result.ratio_low, result.ratio_high = paired[:3]
+        other = stats.get(result.against) if result.against else None
+        if other is not None and len(other.samples) == len(s.samples):
+            median, low, high, *_ = paired_ratio(s.samples, other.samples)
+            result.target_ratio = (median, low, high)
     return list(results.values())
 
 

@@ -31,6 +31,7 @@ _FORWARD_NAMES = [
 _STEP_NAMES = [
     c.RAW,
     c.BLOX_FILTER_JIT,
+    c.RAW_EQX,
     c.BLOX_EQX_JIT,
     c.BLOX_CORE,
     c.EQX,

@@ -56,3 +56,30 @@ def test_paired_ratio_rejects_rounds_that_do_not_pair() -> None:
         paired_ratio((1.0, 2.0), (1.0,))
     with pytest.raises(ValueError, match="paired_ratio: expected positive baseline times"):
         paired_ratio((1.0,), (0.0,))
+
+
+def test_a_target_against_another_contender_is_judged_on_that_ratio() -> None:
+    from benchmarks import _common as c
+    from benchmarks._common import Result
+    from benchmarks._report import _table, _targets
+
+    row = ("compute", "MLP: Adam train step")
+    raw = Result(*row, c.RAW, "ms", value=20.0, baseline=True)
+    raw_eqx = Result(*row, c.RAW_EQX, "ms", value=20.6, ratio=1.03)
+    # 1.05x raw jax.jit, but only 1.02x the same dispatcher on raw arrays: passes.
+    blox_eqx = Result(
+        *row, c.BLOX_EQX_JIT, "ms", value=21.0, ratio=1.05, target=1.03, against=c.RAW_EQX
+    )
+    blox_eqx.target_ratio = (1.02, 1.0, 1.04)
+    # Held to raw jax.jit: 1.05x fails.
+    blox = Result(*row, c.BLOX_FILTER_JIT, "ms", value=21.0, ratio=1.05, target=1.03)
+    results = [raw, raw_eqx, blox_eqx, blox]
+    ratios = {id(r): r.ratio for r in results if r.ratio is not None}
+    targets = "\n".join(_targets(results, ratios))
+    assert f"| {c.BLOX_EQX_JIT} | {c.RAW_EQX} | 1.02x (1.00–1.04) | ≤ 1.03x | pass |" in targets
+    assert f"| {c.BLOX_FILTER_JIT} | {c.RAW} | 1.05x | ≤ 1.03x | **FAIL** (+2% over) |" in targets
+    table = "\n".join(_table(results, ratios))
+    assert f"| 1.05x | ≤ 1.03x of {c.RAW_EQX} | pass |" in table
+    # Without the other contender's measurement there is nothing to judge.
+    blox_eqx.target_ratio = None
+    assert f"| {c.RAW_EQX} | — | ≤ 1.03x | n/a |" in "\n".join(_targets(results, ratios))
