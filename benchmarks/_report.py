@@ -74,13 +74,17 @@ def _ratios(results: list[Result]) -> dict[int, float]:
     return ratios
 
 
-def _shown_ratio(r: Result, ratios: dict[int, float]) -> str:
-    ratio = ratios.get(id(r))
+def _format_ratio(ratio: float | None, low: float | None, high: float | None) -> str:
+    """`1.02x (0.99–1.05)`: a ratio with its quartiles over rounds, where known."""
     if ratio is None:
         return "—"
-    if r.ratio_low is not None and r.ratio_high is not None and r.ratio_high > r.ratio_low:
-        return f"{ratio:.2f}x ({r.ratio_low:.2f}–{r.ratio_high:.2f})"
+    if low is not None and high is not None and high > low:
+        return f"{ratio:.2f}x ({low:.2f}–{high:.2f})"
     return f"{ratio:.2f}x"
+
+
+def _shown_ratio(r: Result, ratios: dict[int, float]) -> str:
+    return _format_ratio(ratios.get(id(r)), r.ratio_low, r.ratio_high)
 
 
 def _judged(r: Result, ratios: dict[int, float]) -> tuple[float | None, str]:
@@ -91,10 +95,8 @@ def _judged(r: Result, ratios: dict[int, float]) -> tuple[float | None, str]:
     """
     if r.against is None:
         return ratios.get(id(r)), _shown_ratio(r, ratios)
-    if r.target_ratio is None:
-        return None, "—"
-    ratio, low, high = r.target_ratio
-    return ratio, f"{ratio:.2f}x ({low:.2f}–{high:.2f})" if high > low else f"{ratio:.2f}x"
+    ratio, low, high = r.target_ratio or (None, None, None)
+    return ratio, _format_ratio(ratio, low, high)
 
 
 def _shown_target(r: Result) -> str:
