@@ -42,14 +42,14 @@ class _ConvLayer(CoreModule):
         layer, rng = build_core(where, self._core_cls, (kernel, out_channels), options)
         x = jnp.zeros((1, *_example_spatial(layer), in_channels), jnp.float32)
         params = init_params(where, rng, seed, lambda p: layer(p, x)[1], signature=(layer, x.shape))
-        self._blox_adopt(layer, params, keep=lambda path: path[1] != "rng")
+        self.adopt_core(layer, params, keep=lambda path: path[1] != "rng")
 
     @typecheck
     def __call__(
         self, x: Float[Array, "*batch_and_spatial {self.in_channels}"], *, precision: Any = None
     ) -> Float[Array, "*batch_and_out_spatial {self.out_channels}"]:
         """Applies the layer to `(*batch, *spatial, in_channels)`."""
-        return self._blox_call(self._blox_core, x, precision=precision)
+        return self.call_core(self.core_layer, x, precision=precision)
 
     def extra_repr(self) -> str:
         shown = "".join(

@@ -56,12 +56,12 @@ class Dropout(CoreModule):
         self.rate = float(rate)
         layer, rng = build_core(where, core.Dropout, (self.rate,), {})
         params = init_params(where, rng, seed, lambda p: p)
-        self._blox_adopt(layer, params, keep=lambda path: True)
+        self.adopt_core(layer, params, keep=lambda path: True)
 
     @typecheck
     def __call__(self, x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
         """Applies dropout in training mode; identity in eval mode."""
-        return self._blox_call(self._blox_core, x, is_training=self.__dict__["_blox_training"])
+        return self.call_core(self.core_layer, x, is_training=self.training)
 
     def extra_repr(self) -> str:
         return f"rate={self.rate}"

@@ -53,14 +53,14 @@ class Embed(CoreModule):
             lambda p: layer(p, jnp.zeros((1,), jnp.int32))[1],
             signature=(layer,),
         )
-        self._blox_adopt(layer, params, keep=lambda path: path[1] != "rng")
+        self.adopt_core(layer, params, keep=lambda path: path[1] != "rng")
 
     @typecheck
     def __call__(
         self, ids: Integer[Array, "*batch"]
     ) -> Float[Array, "*batch {self.embedding_size}"]:
         """Looks up `ids`."""
-        return self._blox_call(self._blox_core, ids)
+        return self.call_core(self.core_layer, ids)
 
     @typecheck
     def attend(
@@ -74,7 +74,7 @@ class Embed(CoreModule):
             >>> nn.Embed(5, 2).attend(jnp.ones((3, 2))).shape
             (3, 5)
         """
-        return self._blox_call(self._blox_core.attend, h)
+        return self.call_core(self.core_layer.attend, h)
 
     def extra_repr(self) -> str:
         shown = "".join(f", {k}={v!r}" for k, v in self.options if not k.endswith("_init"))

@@ -57,14 +57,14 @@ class Linear(CoreModule):
             lambda p: layer(p, jnp.zeros((1, in_features), jnp.float32))[1],
             signature=(layer, in_features),
         )
-        self._blox_adopt(layer, params, keep=lambda path: path[1] != "rng")
+        self.adopt_core(layer, params, keep=lambda path: path[1] != "rng")
 
     @typecheck
     def __call__(
         self, x: Float[Array, "*batch {self.in_features}"], *, precision: Any = None
     ) -> Float[Array, "*batch {self.out_features}"]:
         """Applies the layer; `precision` is passed to the matmul."""
-        return self._blox_call(self._blox_core, x, precision=precision)
+        return self.call_core(self.core_layer, x, precision=precision)
 
     def extra_repr(self) -> str:
         # Like PyTorch, only a non-default use_bias is shown; inits are functions.

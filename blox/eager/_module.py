@@ -1294,8 +1294,38 @@ class CoreModule(Module):
     `is_training`, the object's mode is passed.
     """
 
-    def _blox_adopt(self, core: Any, params: Any, keep: Callable[[tuple[str, ...]], bool]) -> None:
-        """Takes `params` (entries where `keep(path)`) as this object's arrays."""
+    @property
+    def core_layer(self) -> Any:
+        """The core module this object wraps (set by `adopt_core`).
+
+        Example:
+            >>> from blox import eager as nn
+            >>> type(nn.Linear(2, 3).core_layer).__name__
+            'Linear'
+        """
+        return self.__dict__["_blox_core"]
+
+    def adopt_core(self, core: Any, params: Any, keep: Callable[[tuple[str, ...]], bool]) -> None:
+        """Takes `params` (entries where `keep(path)`) as this object's arrays.
+
+        Part of the layer-author contract: a layer's `__init__` builds its core
+        module, creates its params, and hands both here; afterwards
+        `core_layer` is the module and each kept entry is an attribute
+        (trainable entries as parameters, the others as buffers).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import blox as bx
+            >>> from blox import eager as nn
+            >>> g = bx.Graph('net')
+            >>> rng = bx.Rng(g / 'rng')
+            >>> lin = bx.Linear(g / 'lin', 2, rng=rng)
+            >>> _, params = lin(rng.seed(bx.Params(), seed=0), jnp.ones((1, 3)))
+            >>> obj = nn.CoreModule()
+            >>> obj.adopt_core(lin, params, keep=lambda path: True)
+            >>> obj.kernel.shape
+            (3, 2)
+        """
         d = self.__dict__
         base = core.graph.path
         root = base[:1]
@@ -1335,7 +1365,14 @@ class CoreModule(Module):
         d["_blox_entries"] = tuple(entries)
         d["_blox_aux"] = None
 
-    def _blox_params(self) -> Any:
+    def core_params(self) -> Any:
+        """This object's arrays as the locked core `Params` its core layer reads.
+
+        Example:
+            >>> from blox import eager as nn
+            >>> sorted('/'.join(p) for p in nn.Linear(2, 3).core_params().keys())
+            ['blox/layer/bias', 'blox/layer/kernel']
+        """
         data = {}
         new = object.__new__
         for entry in self.__dict__["_blox_entries"]:
@@ -1349,9 +1386,21 @@ class CoreModule(Module):
             data[entry.path] = p
         return Params._make(data, True)
 
-    def _blox_call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Calls a core method with this object's params and writes state back."""
-        params = self._blox_params()
+    def call_core(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Calls a core method with this object's params and writes state back.
+
+        `method(params, *args, **kwargs)` must return `(outputs, params)`;
+        changed non-trainable entries (statistics, RNG counters) land on the
+        object, and the outputs are returned.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from blox import eager as nn
+            >>> lin = nn.Linear(2, 3)
+            >>> lin.call_core(lin.core_layer, jnp.ones((1, 2))).shape
+            (1, 3)
+        """
+        params = self.core_params()
         out, new = method(params, *args, **kwargs)
         old_data, new_data = params._data, new._data
         for entry in self.__dict__["_blox_entries"]:
@@ -1440,7 +1489,7 @@ def from_core(module: Any, params: Any, *, method: str = "__call__") -> CoreModu
             "another of its methods taking params first, e.g. 'apply'."
         )
     wrapper = _FromCore()
-    wrapper._blox_adopt(module, params, keep=lambda path: True)
+    wrapper.adopt_core(module, params, keep=lambda path: True)
     takes_mode = "is_training" in inspect.signature(bound).parameters
     wrapper.__dict__["_blox_method"] = method
     wrapper.__dict__["_blox_takes_mode"] = takes_mode
@@ -1456,7 +1505,7 @@ class _FromCore(CoreModule):
         method = getattr(d["_blox_core"], d["_blox_method"])
         if d["_blox_takes_mode"] and "is_training" not in kwargs:
             kwargs["is_training"] = d["_blox_training"]
-        return self._blox_call(method, *args, **kwargs)
+        return self.call_core(method, *args, **kwargs)
 
     def extra_repr(self) -> str:
         core = self.__dict__["_blox_core"]

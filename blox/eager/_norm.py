@@ -39,14 +39,14 @@ class _NormLayer(CoreModule):
             lambda p: init_layer(p, x, **kwargs)[1],
             signature=(init_layer, features),
         )
-        self._blox_adopt(layer, params, keep=lambda path: path[1] != "rng")
+        self.adopt_core(layer, params, keep=lambda path: path[1] != "rng")
 
     @typecheck
     def __call__(
         self, x: Float[Array, "*batch {self.features}"]
     ) -> Float[Array, "*batch {self.features}"]:
         """Normalises `x` (features last)."""
-        return self._blox_call(self._blox_core, x)
+        return self.call_core(self.core_layer, x)
 
     def extra_repr(self) -> str:
         shown = "".join(f", {k}={v!r}" for k, v in self.options if not k.endswith("_init"))
@@ -133,4 +133,4 @@ class BatchNorm(_NormLayer):
         self, x: Float[Array, "batch *spatial {self.features}"]
     ) -> Float[Array, "batch *spatial {self.features}"]:
         """Normalises `x`; in training mode also updates the running statistics."""
-        return self._blox_call(self._blox_core, x, is_training=self.__dict__["_blox_training"])
+        return self.call_core(self.core_layer, x, is_training=self.training)

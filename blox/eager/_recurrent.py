@@ -36,7 +36,7 @@ class _Recurrent(CoreModule):
             return layer(params, x, state)[1]
 
         params = init_params(where, rng, seed, create, signature=(layer, input_size))
-        self._blox_adopt(layer, params, keep=lambda path: path[1] != "rng")
+        self.adopt_core(layer, params, keep=lambda path: path[1] != "rng")
 
     @typecheck
     def __call__(
@@ -47,9 +47,7 @@ class _Recurrent(CoreModule):
     ) -> tuple[Float[Array, "batch time {self.hidden_size}"], Any]:
         """Runs a batch-first sequence; returns `(outputs, final_state)`."""
         self._check_state(state, xs.shape[0])
-        return self._blox_call(
-            self._blox_core.apply, xs, state, is_reset, self.__dict__["_blox_training"]
-        )
+        return self.call_core(self.core_layer.apply, xs, state, is_reset, self.training)
 
     @typecheck
     def step(
@@ -62,7 +60,7 @@ class _Recurrent(CoreModule):
         if state is None:
             state = self.initial_state(x.shape[0])
         self._check_state(state, x.shape[0])
-        return self._blox_call(self._blox_core, x, state, is_reset, self.__dict__["_blox_training"])
+        return self.call_core(self.core_layer, x, state, is_reset, self.training)
 
     def _check_state(self, state: Any, batch: int) -> None:
         # The state is a NamedTuple, which the annotations cannot describe; a wrong
@@ -100,7 +98,7 @@ class _Recurrent(CoreModule):
             >>> nn.LSTM(3, 5).initial_state(2).cell.shape
             (2, 5)
         """
-        state, _ = self._blox_core.initial_state(None, jnp.zeros((batch_size, 0)))
+        state, _ = self.core_layer.initial_state(None, jnp.zeros((batch_size, 0)))
         return state
 
     def extra_repr(self) -> str:
