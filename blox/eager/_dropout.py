@@ -8,7 +8,7 @@ from jaxtyping import Array, Float
 
 from blox import core
 
-from ._module import CoreModule
+from ._core_module import CoreModule
 from ._seed import build_core, init_params
 from ._typecheck import typecheck
 

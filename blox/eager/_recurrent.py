@@ -8,7 +8,7 @@ from jaxtyping import Array, Bool, Float, TypeCheckError
 from blox import core
 from blox.core import GRUState, LSTMState
 
-from ._module import CoreModule
+from ._core_module import CoreModule
 from ._seed import build_core, init_params
 from ._typecheck import typecheck
 

@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._module import _UNTRACEABLE
+from ._context import CONTEXT, INIT_LIMIT
+from ._dispatch import _UNTRACEABLE
 
 _stream: dict[str, Any] = {"seed": 0, "key": None, "count": 0}
-_core_cache: dict[Any, Any] = {}
 
 
 def manual_seed(seed: int) -> None:
@@ -111,13 +111,16 @@ def build_core(
         key = (core_cls, _hashable(args), _hashable(options))
     except TypeError:
         key = None
-    if key is not None and key in _core_cache:
-        return _core_cache[key]
+    cache = CONTEXT.core_layers
+    if key is not None and key in cache:
+        return cache[key]
     root = core.Graph("blox")
     rng = core.Rng(root / "rng")
     layer = core_cls(root / "layer", *args, rng=rng, **options)
     if key is not None:
-        _core_cache[key] = (layer, rng)
+        if len(cache) >= INIT_LIMIT:
+            cache.pop(next(iter(cache)))
+        cache[key] = (layer, rng)
     return layer, rng
 
 
@@ -141,7 +144,7 @@ def init_params(
     from blox import core
 
     key = _next_key(seed, where)
-    cached = _init_cache.get(signature) if signature is not None else None
+    cached = CONTEXT.init_programs.get(signature) if signature is not None else None
     if signature is None or cached is _OP_BY_OP or jax.config.jax_disable_jit:
         return create(rng.seed(core.Params(), seed=key))
     if cached is None:
@@ -153,16 +156,16 @@ def init_params(
             return params
 
         cached = (jax.jit(run), order)
-        if len(_init_cache) >= _INIT_CACHE_SIZE:
+        if len(CONTEXT.init_programs) >= INIT_LIMIT:
             # Configurations the core cache cannot key (unhashable options) make a
             # new layer, hence a new signature, each time: keep the cache bounded.
-            _init_cache.pop(next(iter(_init_cache)))
-        _init_cache[signature] = cached
+            CONTEXT.init_programs.pop(next(iter(CONTEXT.init_programs)))
+        CONTEXT.init_programs[signature] = cached
     jitted, order = cached
     try:
         params = jitted(key)
     except _UNTRACEABLE as error:
-        _init_cache[signature] = _OP_BY_OP
+        CONTEXT.init_programs[signature] = _OP_BY_OP
         warnings.warn(
             f"{where}: its initialisers could not be compiled ({type(error).__name__}: "
             "they need concrete values), so this configuration is built op by op, "
@@ -177,6 +180,5 @@ def init_params(
     return core.Params.from_dict({path: params[path] for path in order}, locked=params.is_locked)
 
 
-_init_cache: dict[Any, Any] = {}  # signature -> (jitted, creation order) or _OP_BY_OP
+# CONTEXT.init_programs: signature -> (jitted, creation order) or _OP_BY_OP
 _OP_BY_OP = object()
-_INIT_CACHE_SIZE = 512

@@ -4,8 +4,8 @@ The output shapes come from one abstract run of the model under
 `jax.eval_shape`: arrays become shapes, nothing is computed or allocated, so a
 summary of a model on an input too large for memory still works. While that
 run is traced, every module's `__call__` is recorded (its dotted path and the
-shapes it returned), by temporarily wrapping `__call__` on the classes of the
-modules involved. The sizes come from the model's own arrays. The model itself
+shapes it returned) by a forward hook on each traced copy of the modules,
+removed when the run ends. The sizes come from the model's own arrays. The model itself
 is never called: the traced run works on a copy (see `summary`), so no RNG
 counter or running statistic moves. `blox.core.display` is the core's view of
 the same information.
@@ -13,7 +13,6 @@ the same information.
 
 import contextlib
 import dataclasses
-import threading
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -23,11 +22,8 @@ import numpy as np
 
 from blox.core._display import _bytes
 
-from ._module import Module, _carry_state, _Group
-
-# Patching `__call__` on classes is process-wide, so summaries run one at a time.
-# Other threads calling models meanwhile pass through the wrapper unrecorded.
-_patching = threading.RLock()
+from ._frames import _carry_state
+from ._module import Module, _Group
 
 
 class SummaryRow(NamedTuple):
@@ -170,69 +166,30 @@ def _trace_calls(
             with _recording(copy, paths, calls):
                 copy(*copy_args, **copy_kwargs)
 
-    with _patching:
-        try:
-            jax.eval_shape(run, [leaf for leaf, t in zip(leaves, traced) if t])
-        except Exception as error:
-            shapes = jax.tree.map(_shape_text, (args, kwargs), is_leaf=_is_input_array)
-            error.add_note(
-                f"(raised by nn.summary running {type(model).__name__} on inputs "
-                f"{_inputs_text(*shapes)})"
-            )
-            raise
+    try:
+        jax.eval_shape(run, [leaf for leaf, t in zip(leaves, traced) if t])
+    except Exception as error:
+        shapes = jax.tree.map(_shape_text, (args, kwargs), is_leaf=_is_input_array)
+        error.add_note(
+            f"(raised by nn.summary running {type(model).__name__} on inputs "
+            f"{_inputs_text(*shapes)})"
+        )
+        raise
     return calls
 
 
 @contextlib.contextmanager
 def _recording(copy: Module, paths: dict[int, str], calls: dict[str, list[Any]]) -> Iterator[None]:
-    """Wraps `__call__` of the copy's classes to record each copy's output shapes."""
-    classes = {type(m) for m in copy.modules() if not isinstance(m, _Group)}
-    # Resolve every original before patching any, so a subclass never wraps its
-    # base's wrapper; `active` keeps a super().__call__() chain to one record.
-    originals = {cls: _find_call(cls) for cls in classes}
-    active: set[int] = set()
+    """Records each copy's output shapes with a forward hook, removed afterwards."""
 
-    def wrap(call: Any) -> Any:
-        def recorded(self: Any, *args: Any, **kwargs: Any) -> Any:
-            key = id(self)
-            if key not in paths or key in active:
-                return call(self, *args, **kwargs)
-            active.add(key)
-            try:
-                out = call(self, *args, **kwargs)
-            finally:
-                active.discard(key)
-            calls.setdefault(paths[key], []).append(_shapes(out))
-            return out
+    def record(module: Any, args: Any, out: Any) -> None:
+        calls.setdefault(paths[id(module)], []).append(_shapes(out))
 
-        return recorded
-
-    saved = []
-    try:
-        for cls, call in originals.items():
-            if call is None:
-                continue
-            saved.append((cls, cls.__dict__.get("__call__", _MISSING)))
-            type.__setattr__(cls, "__call__", wrap(call))
+    with contextlib.ExitStack() as stack:
+        for module in copy.modules():
+            if not isinstance(module, _Group):
+                stack.enter_context(module.register_forward_hook(record))
         yield
-    finally:
-        for cls, own in reversed(saved):
-            if own is _MISSING:
-                type.__delattr__(cls, "__call__")
-            else:
-                type.__setattr__(cls, "__call__", own)
-
-
-_MISSING = object()
-
-
-def _find_call(cls: type) -> Any:
-    # Looked up in the MRO's own dicts: `getattr(cls, "__call__")` would find
-    # `type.__call__` on a class without one.
-    for base in cls.__mro__:
-        if "__call__" in base.__dict__:
-            return base.__dict__["__call__"]
-    return None
 
 
 def _shapes(out: Any) -> Any:

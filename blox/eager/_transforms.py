@@ -4,8 +4,8 @@ Drop-ins for the Equinox functions of the same names. Inside, arguments are
 copies that JAX unflattened; a layer call updates the copies' buffers (RNG
 counters, running statistics). These wrappers return those buffers as extra
 outputs and write them onto the caller's own objects, so state advances
-exactly as it would outside a transformation. See `_module.py` for the
-overall design.
+exactly as it would outside a transformation. See `_dispatch.py` for the
+state-return protocol.
 """
 
 import functools
@@ -15,7 +15,10 @@ from typing import Any
 
 import jax
 
-from ._module import _BUFFER, Module, _carry_state, _closed_over, _Dispatcher, _flags, _leaks
+from ._context import CONTEXT
+from ._dispatch import _Dispatcher, write_state
+from ._frames import _carry_state
+from ._module import Module, _flags
 
 
 def _modules(tree: Any) -> list[Module]:
@@ -24,34 +27,6 @@ def _modules(tree: Any) -> list[Module]:
         for node in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, Module))
         if isinstance(node, Module)
     ]
-
-
-def _collect_state(tree: Any) -> list[dict[str, Any]]:
-    """Current buffers of every module in `tree`, by dotted name.
-
-    Matched by name, not position: a dict attribute of a copy that JAX
-    unflattened iterates in sorted key order, the original in insertion order.
-    """
-    return [
-        {name: owner.__dict__[attr] for name, owner, attr in module._named_arrays(kinds=(_BUFFER,))}
-        for module in _modules(tree)
-    ]
-
-
-def _restore_state(tree: Any, state: list[dict[str, Any]]) -> None:
-    """Writes buffers collected from copies onto the matching original objects.
-
-    Raises:
-        RuntimeError: If a traced value would land on an object holding
-            concrete arrays, i.e. a model closed over by an enclosing
-            transformation (writing it would leak a tracer).
-    """
-    for module, values in zip(_modules(tree), state, strict=True):
-        for name, owner, attr in list(module._named_arrays(kinds=(_BUFFER,))):
-            value = values[name]
-            if _leaks(owner, owner.__dict__[attr], value):
-                raise _closed_over(module, name)
-            owner.__dict__[attr] = value
 
 
 def _copy(tree: Any) -> Any:
@@ -116,10 +91,12 @@ def filter_jit(fun: Callable[..., Any] | None = None, *, donate: str = "none") -
         return functools.partial(filter_jit, donate=donate)
     func, lead = _as_pytree_callable(fun)
     dispatcher = _Dispatcher(func, donate)
+    lock = CONTEXT.lock  # one step's read-compute-write of state at a time
 
     @functools.wraps(fun, updated=())
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return dispatcher(lead, args, kwargs)
+        with lock:
+            return dispatcher(lead, args, kwargs)
 
     def lower(*args: Any, **kwargs: Any) -> Any:
         return dispatcher.lower(lead, args, kwargs)
@@ -153,6 +130,7 @@ def filter_value_and_grad(fun: Callable[..., Any] | None = None, *, has_aux: boo
     """
     if fun is None:
         return functools.partial(filter_value_and_grad, has_aux=has_aux)
+    lock = CONTEXT.lock
 
     @functools.wraps(fun, updated=())
     def wrapper(x: Any, *args: Any, **kwargs: Any) -> Any:
@@ -160,19 +138,34 @@ def filter_value_and_grad(fun: Callable[..., Any] | None = None, *, has_aux: boo
         flags = _flags(x)
         diff = [leaf if flag else None for leaf, flag in zip(leaves, flags)]
 
+        changed: list[int] = []
+
         def inner(diff_leaves: list[Any]) -> tuple[Any, Any]:
             merged = [d if f else leaf for d, leaf, f in zip(diff_leaves, leaves, flags)]
             everything = (jax.tree.unflatten(treedef, merged), *_copy((args, kwargs)))
+            before, structure = jax.tree.flatten(everything)
             with _carry_state(everything):
                 out = fun(everything[0], *everything[1], **everything[2])
-            state = _collect_state(everything)
+            after, new_structure = jax.tree.flatten(everything)
+            if new_structure != structure:
+                raise RuntimeError(
+                    "nn.filter_grad: expected the arguments' structure (modes, frozen "
+                    "flags, attributes) to stay the same during the call, got a "
+                    "change inside it. Fix: call model.train()/eval()/freeze() and "
+                    "create attributes (register_buffer) outside the function."
+                )
+            # The state-return protocol of `_dispatch.py`: replaced leaves by
+            # flatten position, written back by key path after the call.
+            changed[:] = [i for i, (a, b) in enumerate(zip(before, after)) if a is not b]
+            state = [after[i] for i in changed]
             if has_aux:
                 value, aux = out
                 return value, (aux, state)
             return out, (None, state)
 
-        (value, (aux, state)), grads = jax.value_and_grad(inner, has_aux=True)(diff)
-        _restore_state((x, args, kwargs), state)
+        with lock:
+            (value, (aux, state)), grads = jax.value_and_grad(inner, has_aux=True)(diff)
+            write_state((x, args, kwargs), changed, state)
         grads = jax.tree.unflatten(treedef, grads)
         return ((value, aux), grads) if has_aux else (value, grads)
 

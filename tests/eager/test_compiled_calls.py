@@ -23,7 +23,7 @@ class Net(nn.Module):
 
 
 def traces(cls) -> int:
-    return cls.__call__._blox_dispatcher.traces
+    return nn.compile_stats(cls.__call__).traces
 
 
 def data(shape, seed=0, dtype=jnp.float32):
@@ -147,9 +147,9 @@ def test_filter_jit_traces_once_per_signature():
 
     for i in range(3):
         forward(model, data((3, 4), i), 2.0)
-    assert forward._blox_dispatcher.traces == 1
+    assert nn.compile_stats(forward).traces == 1
     forward(model, data((3, 4)), 3.0)  # a new static argument
-    assert forward._blox_dispatcher.traces == 2
+    assert nn.compile_stats(forward).traces == 2
     assert int(model.drop.rng.counter) == 4
 
 
@@ -160,7 +160,7 @@ def test_filter_jit_lower_gives_the_program_it_runs():
     assert lowered.compile().memory_analysis().temp_size_in_bytes >= 0
     assert int(model.drop.rng.counter) == 0  # lowering runs nothing
     forward(model, data((3, 4)))
-    assert forward._blox_dispatcher.traces == 1  # the lowered entry is the one called
+    assert nn.compile_stats(forward).traces == 1  # the lowered entry is the one called
 
 
 def test_a_call_that_changes_static_attributes_falls_back_with_one_warning():
@@ -197,13 +197,13 @@ def test_filter_jit_rejects_structure_changes_with_the_fix():
 
 def test_lstm_step_and_embed_attend_compile_too():
     lstm, emb = nn.LSTM(3, 5, seed=0), nn.Embed(7, 5, seed=0)
-    step, attend = type(lstm).step._blox_dispatcher, nn.Embed.attend._blox_dispatcher
-    before = (step.traces, attend.traces)
+    step, attend = type(lstm).step, nn.Embed.attend
+    before = (nn.compile_stats(step).traces, nn.compile_stats(attend).traces)
     state = None
     for i in range(3):
         out, state = lstm.step(data((2, 3), i), state)
         emb.attend(out)
-    assert (step.traces, attend.traces) == (
+    assert (nn.compile_stats(step).traces, nn.compile_stats(attend).traces) == (
         before[0] + 2,
         before[1] + 1,
     )  # state=None, then a state
@@ -241,7 +241,7 @@ def test_models_of_one_architecture_share_their_static_node_data():
     # A compiled call compares the argument treedef with the cached one; shared
     # node data makes that an identity check for every model of the
     # architecture, not only the first one built.
-    from blox.eager._module import _aux_of
+    from blox.eager._pytree import _aux_of
 
     a, b = Net(seed=1), Net(seed=2)
     for x, y in zip(a.modules(), b.modules(), strict=True):

@@ -439,15 +439,13 @@ def test_construction_under_disable_jit_runs_op_by_op_and_agrees(case: Case) -> 
 
 
 def test_construction_compiles_once_per_configuration() -> None:
-    from blox.eager import _seed
-
     nn.Linear(7, 5, seed=0)
-    size = len(_seed._init_cache)
+    size = nn.cache_sizes()["init_programs"]
     again = nn.Linear(7, 5, seed=1)  # same configuration, other key: cached program
-    assert len(_seed._init_cache) == size
+    assert nn.cache_sizes()["init_programs"] == size
     assert not np.array_equal(again.kernel, nn.Linear(7, 5, seed=0).kernel)
     nn.Linear(7, 6, seed=0)  # new configuration
-    assert len(_seed._init_cache) == size + 1
+    assert nn.cache_sizes()["init_programs"] == size + 1
 
 
 def test_initialiser_needing_concrete_values_builds_op_by_op_with_one_warning() -> None:

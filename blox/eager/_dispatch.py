@@ -1,0 +1,485 @@
+"""Compiled calls: one cached program per argument signature, state written back.
+
+An eager call (`model(x)` outside any transformation) is compiled once per
+argument signature (treedef of the model and arguments, static leaves, array
+shapes and dtypes) and then costs one dispatch: `_Dispatcher` flattens the
+arguments, runs the cached program, and writes the state leaves the trace
+replaced back onto the caller's objects. `nn.filter_jit` is the same
+dispatcher applied to a user function.
+
+The state-return protocol (shared with `nn.filter_grad` and `functional()`,
+see `_write_back`): the trace records which input leaves it replaced, by
+flatten position; after the call each new value goes onto the caller's object
+that owns that position, reached by its JAX key path (found once per cache
+entry). Positions agree between the caller's tree and the traced copy because
+the copy is unflattened from the caller's own treedef.
+
+Inside a trace (traced arguments), under `jax.disable_jit()`, while a forward
+hook is registered, or for an argument signature whose Python control flow
+needs concrete values (that signature only, with one warning), calls run op by
+op. Caches are bounded and least-recently-used entries go first; all of them
+are listed in `_context.py`, which `nn.clear_caches()` empties.
+"""
+
+import functools
+import itertools
+import warnings
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from ._context import CONTEXT
+from ._frames import _carry_state, _closed_over, _leaks
+from ._hooks import HOOKS, hooked_call
+
+_ARRAY_TYPES = (jax.Array, np.ndarray)
+_UNTRACEABLE = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+    jax.errors.TracerArrayConversionError,
+)
+_DONATE = ("none", "all", "all-except-first", "warn", "warn-except-first")
+
+
+class _Compiled:
+    """One cache entry: the jitted function and what its trace recorded.
+
+    The trace records the output's static half and which input leaves the
+    call replaced (the state: running statistics, RNG counters). After the
+    call those new values are written onto the caller's objects through key
+    paths found once, so a repeat call does no tree walking beyond one
+    flatten of its arguments.
+    """
+
+    __slots__ = (
+        "changed",
+        "jitted",
+        "out_dyn",
+        "out_static",
+        "out_treedef",
+        "split",
+        "used",
+        "writers",
+    )
+
+    def __init__(self) -> None:
+        self.changed: list[int] = []
+        self.writers: list[tuple[tuple[Any, ...], str]] | None = None
+        self.split: int | None = None  # donated leaves start here ('all-except-first')
+
+
+class _Dispatcher:
+    """Compiles `fun(*lead, *args, **kwargs)` per argument signature and threads state.
+
+    The signature is the treedef of `(lead, args, kwargs)` (so a mode,
+    freezing or architecture change retraces), the static leaves, and the
+    shape and dtype of every array leaf. Arrays are traced; everything else
+    is static, as in `eqx.filter_jit`.
+    """
+
+    def __init__(self, fun: Callable[..., Any], donate: str = "none") -> None:
+        if donate not in _DONATE:
+            raise ValueError(
+                f"nn.filter_jit: expected donate to be one of {_DONATE}, got {donate!r}. "
+                "Fix: pass one of those."
+            )
+        self.fun = fun
+        self.donate = donate
+        # signature -> _Compiled, or _OP_BY_OP for a signature that cannot be
+        # compiled. At most `limit` entries; the least recently called goes
+        # first (each hit stamps `entry.used`, one integer store).
+        self.cache: dict[Any, Any] = {}
+        self.limit = CACHE_LIMIT
+        self.clock = 0
+        self.traces = 0  # how many times `fun` was traced (see `compile_stats`)
+        self.compiles = 0
+        CONTEXT.dispatchers.add(self)
+
+    def clear(self) -> None:
+        """Drops every compiled program (and every op-by-op verdict)."""
+        self.cache.clear()
+
+    def __call__(
+        self,
+        lead: tuple[Any, ...],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        eager: bool = False,
+    ) -> Any:
+        root = (lead, args, kwargs)
+        found = self._entry(root, eager)
+        if found is _NOT_COMPILED:
+            return _NOT_COMPILED
+        entry, dyn, key_t, fresh = found
+        split = entry.split
+        groups = (dyn,) if split is None else (dyn[:split], dyn[split:])
+        try:
+            if fresh and self.donate in ("all", "all-except-first"):
+                # As in Equinox, only the 'warn' modes report buffers XLA could
+                # not reuse (reported once, while compiling).
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", "Some donated buffers were not usable")
+                    out_dyn, state = entry.jitted(*groups)
+            else:
+                out_dyn, state = entry.jitted(*groups)
+        except _UNTRACEABLE:
+            # An eager call falls back op by op for this signature only.
+            if eager:
+                self.cache[key_t] = _OP_BY_OP
+            else:
+                self.cache.pop(key_t, None)
+            raise
+        except _StructureChanged:
+            self.cache.pop(key_t, None)
+            raise
+        if entry.changed:
+            _write_back(entry, root, state)
+        out = list(entry.out_static)
+        for position, value in zip(entry.out_dyn, out_dyn):
+            out[position] = value
+        return jax.tree.unflatten(entry.out_treedef, out)
+
+    def _entry(self, root: Any, eager: bool = False) -> Any:
+        """The cache entry for `root`'s signature, its array leaves, key and freshness."""
+        leaves, treedef = jax.tree.flatten(root)
+        dyn = []
+        key: list[Any] = [treedef]
+        append = key.append
+        kinds = _LEAF_KINDS
+        for leaf in leaves:
+            kind = kinds.get(type(leaf))
+            if kind is None:
+                kind = _leaf_kind(type(leaf))
+            if kind is _JAX:
+                dyn.append(leaf)
+                # Shape, dtype and weak type: what jax.jit keys on. `.aval`, not
+                # the public `jax.typeof`, which measured ~10x slower per leaf.
+                append(leaf.aval)
+            elif kind is _TRACER:
+                if eager:
+                    return _NOT_COMPILED
+                dyn.append(leaf)
+                append(leaf.aval)
+            elif kind is _NUMPY:
+                dyn.append(leaf)
+                append(_NUMPY)
+                append((leaf.shape, leaf.dtype))
+            else:
+                append(_STATIC)
+                append(leaf)
+        key_t = tuple(key)
+        try:
+            entry = self.cache.get(key_t)
+        except TypeError:
+            bad = [type(leaf).__name__ for leaf in leaves if not _hashable(leaf)]
+            raise TypeError(
+                f"nn.filter_jit: expected every non-array argument leaf to be hashable "
+                f"(it is static), got {bad}. Fix: pass it as an array, or make it "
+                "hashable (e.g. a tuple instead of a list of numbers is already a "
+                "pytree; wrap other objects in a frozen dataclass)."
+            ) from None
+        fresh = entry is None
+        if fresh:
+            entry = self._compile(leaves, treedef, root)
+            self.compiles += 1
+            if len(self.cache) >= self.limit:
+                del self.cache[min(self.cache, key=lambda k: getattr(self.cache[k], "used", -1))]
+            self.cache[key_t] = entry
+        elif entry is _OP_BY_OP:
+            return _NOT_COMPILED
+        self.clock = entry.used = self.clock + 1
+        return entry, dyn, key_t, fresh
+
+    def lower(self, lead: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """`jax.stages.Lowered` of the program these arguments would run."""
+        found = self._entry((lead, args, kwargs))
+        if found is _NOT_COMPILED:
+            raise ValueError(
+                "nn.filter_jit(...).lower: expected arguments this function can "
+                "compile, got a signature that runs op by op. Fix: call it once "
+                "to see the warning saying why, and fix that."
+            )
+        entry, dyn, _, _ = found
+        split = entry.split
+        groups = (dyn,) if split is None else (dyn[:split], dyn[split:])
+        return entry.jitted.lower(*groups)
+
+    def _compile(self, leaves: list[Any], treedef: Any, root: Any) -> _Compiled:
+        entry = _Compiled()
+        positions = [i for i, leaf in enumerate(leaves) if isinstance(leaf, _ARRAY_TYPES)]
+        template = [None if isinstance(leaf, _ARRAY_TYPES) else leaf for leaf in leaves]
+        fun = self.fun
+
+        def traced(*groups: list[Any]) -> tuple[list[Any], list[Any]]:
+            self.traces += 1
+            full = list(template)
+            for position, value in zip(positions, itertools.chain(*groups)):
+                full[position] = value
+            lead, args, kwargs = jax.tree.unflatten(treedef, full)
+            with _carry_state(lead, args, kwargs):
+                out = fun(*lead, *args, **kwargs)
+            new_leaves, new_treedef = jax.tree.flatten((lead, args, kwargs))
+            if new_treedef != treedef:
+                raise _StructureChanged(
+                    "nn.filter_jit: expected the arguments' structure (modes, frozen "
+                    "flags, attributes) to stay the same during the call, got a "
+                    "change inside it. Fix: call model.train()/eval()/freeze() and "
+                    "assign attributes outside the compiled function.",
+                    new_arrays=len(new_leaves) > len(leaves),
+                )
+            entry.changed = [i for i in positions if new_leaves[i] is not full[i]]
+            out_leaves, entry.out_treedef = jax.tree.flatten(out)
+            entry.out_dyn = [i for i, leaf in enumerate(out_leaves) if isinstance(leaf, jax.Array)]
+            dyn_set = set(entry.out_dyn)
+            entry.out_static = [None if i in dyn_set else leaf for i, leaf in enumerate(out_leaves)]
+            return [out_leaves[i] for i in entry.out_dyn], [new_leaves[i] for i in entry.changed]
+
+        donate: tuple[int, ...] = ()
+        if self.donate in ("all", "warn"):
+            donate = (0,)
+        elif self.donate in ("all-except-first", "warn-except-first"):
+            # The leaves of `lead` and of the first positional argument are exempt.
+            lead, args, _ = root
+            first = len(jax.tree.leaves(lead)) + (len(jax.tree.leaves(args[0])) if args else 0)
+            entry.split = sum(1 for p in positions if p < first)
+            donate = (1,)
+        entry.jitted = jax.jit(traced, donate_argnums=donate)
+        return entry
+
+
+class _StructureChanged(RuntimeError):
+    """A compiled function changed its arguments' static structure while running.
+
+    `new_arrays` says whether the change created array leaves (a new
+    parameter or buffer), which no fallback could keep correct.
+    """
+
+    def __init__(self, message: str, *, new_arrays: bool = False) -> None:
+        super().__init__(message)
+        self.new_arrays = new_arrays
+
+
+_STATIC = object()
+_NUMPY = object()
+_JAX = object()
+_TRACER = object()
+_NOT_COMPILED = object()
+_OP_BY_OP = object()
+CACHE_LIMIT = 256  # compiled signatures kept per method or filter_jit function
+
+# Leaf type -> kind, so the per-call signature loop avoids `isinstance` against
+# the `jax.Array` ABC (a few hundred ns per leaf). Filled on first sight.
+_LEAF_KINDS: dict[type, object] = {}
+
+
+def _leaf_kind(cls: type) -> object:
+    if issubclass(cls, jax.core.Tracer):
+        kind = _TRACER
+    elif issubclass(cls, jax.Array):
+        kind = _JAX
+    elif issubclass(cls, np.ndarray):
+        kind = _NUMPY
+    else:
+        kind = _STATIC
+    _LEAF_KINDS[cls] = kind
+    return kind
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _write_back(entry: _Compiled, root: Any, values: list[Any]) -> None:
+    """Puts the state a compiled call replaced onto the caller's objects."""
+    writers = entry.writers
+    if writers is None:
+        writers = entry.writers = _writers(root, entry.changed)
+    tracer = jax.core.Tracer
+    for (path, name), value in zip(writers, values):
+        owner = root
+        for step in path:
+            owner = step(owner)
+        if owner is None:
+            continue
+        d = owner.__dict__
+        if isinstance(value, tracer) and _leaks(owner, d[name], value):
+            raise _closed_over(owner, name)
+        d[name] = value
+
+
+def write_state(root: Any, changed: list[int], values: list[Any]) -> None:
+    """The state-return protocol outside the dispatcher (`nn.filter_grad`).
+
+    `changed` are flatten positions of `root`'s leaves that a traced call
+    replaced, `values` their new values; each lands on the caller's object
+    that owns the position, reached by its key path.
+    """
+    entry = _Compiled()
+    entry.changed = changed
+    _write_back(entry, root, values)
+
+
+def _writers(root: Any, changed: list[int]) -> list[tuple[tuple[Any, ...], str]]:
+    """For each changed leaf, how to reach its owning module and the attribute name."""
+    keyed = jax.tree_util.tree_flatten_with_path(root)[0]
+    out = []
+    for index in changed:
+        path = keyed[index][0]
+        *head, last = path
+        steps = tuple(_key_step(k) for k in head)
+        if not isinstance(last, jax.tree_util.GetAttrKey) or None in steps:
+            out.append(((lambda _: None,), ""))
+            continue
+        out.append((steps, last.name))
+    return out
+
+
+def _key_step(key: Any) -> Any:
+    if isinstance(key, jax.tree_util.GetAttrKey):
+        name = key.name
+        return lambda obj: getattr(obj, name)
+    if isinstance(key, jax.tree_util.SequenceKey):
+        idx = key.idx
+        return lambda obj: obj[idx]
+    if isinstance(key, jax.tree_util.DictKey):
+        k = key.key
+        return lambda obj: obj[k]
+    return None
+
+
+def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Makes a module method compile and cache itself when called eagerly.
+
+    Outside transformations, `model(x)` runs as one dispatch of a program
+    compiled for its argument signature; state updates are written back as
+    usual. Inside a trace (traced arguments or module), under
+    `jax.disable_jit()`, or while any forward hook is registered, the method
+    runs op by op instead; so does an argument signature whose Python control
+    flow depends on array values (it warns once, and other signatures still
+    compile). A call that changes the module's structure (a new attribute, a
+    mode switch) raises: the change would be lost with the trace.
+    """
+    dispatcher = _Dispatcher(method)
+    forward = method.__name__ == "__call__"
+    lock = CONTEXT.lock
+
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if HOOKS.count and forward:
+            return hooked_call(method, self, args, kwargs)
+        if dispatcher.fun is None or jax.config.jax_disable_jit:
+            return method(self, *args, **kwargs)
+        with lock:
+            try:
+                out = dispatcher((self,), args, kwargs, eager=True)
+            except _UNTRACEABLE as error:
+                why = f"its Python control flow depends on array values: {type(error).__name__}"
+                _warn_op_by_op(
+                    method, why, "use jnp.where / jax.lax.cond instead of Python `if` on arrays"
+                )
+                return method(self, *args, **kwargs)
+            except _StructureChanged as error:
+                if error.new_arrays:
+                    raise _StructureChanged(
+                        f"{type(self).__name__}.{method.__name__}: expected a call that "
+                        "creates no new array attributes, got one that assigns an array "
+                        "to a new attribute while running, which a compiled call would "
+                        "lose (and op by op would make a trainable parameter). Fix: "
+                        "create it in __init__ with register_buffer (e.g. a cached "
+                        "mask), then assign the new value to it in __call__: same-shape "
+                        "updates of a buffer are carried back."
+                    ) from None
+                # Static attributes (a Python counter) change on every call: this
+                # method cannot be compiled at all.
+                dispatcher.fun = None
+                why = "it changes the module's attributes or mode while running"
+                _warn_op_by_op(
+                    method,
+                    why,
+                    "keep counters in a buffer (register_buffer) and change modes outside",
+                )
+                return method(self, *args, **kwargs)
+            if out is _NOT_COMPILED:
+                return method(self, *args, **kwargs)
+            return out
+
+    call._blox_dispatcher = dispatcher  # type: ignore[attr-defined]
+    call._blox_compiled = True  # type: ignore[attr-defined]
+    return call
+
+
+def _warn_op_by_op(method: Callable[..., Any], why: str, fix: str) -> None:
+    if method in CONTEXT.warned:
+        return
+    CONTEXT.warned.add(method)
+    warnings.warn(
+        f"blox.eager: {method.__qualname__} could not be compiled ({why}); such "
+        f"calls now run op by op, which is much slower. Fix: {fix}.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+class CompileStats(NamedTuple):
+    """What `compile_stats` reports for one compiled function or method.
+
+    Attributes:
+        traces: How many times the Python function was traced.
+        compiles: How many argument signatures were compiled.
+        cached: Compiled signatures held now (at most the cache limit).
+        op_by_op: Signatures marked to run op by op (control flow on values).
+    """
+
+    traces: int
+    compiles: int
+    cached: int
+    op_by_op: int
+
+
+def compile_stats(fn: Any) -> CompileStats:
+    """Trace and compile counts of an `nn.filter_jit` function or a module method.
+
+    A debugging helper in the spirit of `eqx.debug.assert_max_traces`: a
+    training loop that retraces every step shows up as `traces` growing. Pass
+    the object `nn.filter_jit` returned, a module class's method
+    (``nn.Linear.__call__``), a bound method, or a module (its class's
+    `__call__`). Counts are per class method, shared by every instance.
+
+    Raises:
+        TypeError: If `fn` is none of those.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from blox import eager as nn
+        >>> step = nn.filter_jit(lambda x: x * 2)
+        >>> _ = step(jnp.ones(3)); _ = step(jnp.ones(3)); _ = step(jnp.ones(4))
+        >>> nn.compile_stats(step)
+        CompileStats(traces=2, compiles=2, cached=2, op_by_op=0)
+    """
+    dispatcher = getattr(fn, "_blox_dispatcher", None)
+    if dispatcher is None:
+        # A bound method, or a module: its class's compiled `__call__`.
+        target = getattr(fn, "__func__", None)
+        if target is None:
+            target = next(
+                (c.__dict__["__call__"] for c in type(fn).__mro__ if "__call__" in c.__dict__), None
+            )
+        dispatcher = getattr(target, "_blox_dispatcher", None)
+    if not isinstance(dispatcher, _Dispatcher):
+        raise TypeError(
+            f"nn.compile_stats: expected an nn.filter_jit function, a module method "
+            f"or a module, got {type(fn).__name__}. Fix: pass e.g. "
+            "nn.compile_stats(model) or nn.compile_stats(step) where "
+            "step = nn.filter_jit(fn)."
+        )
+    values = list(dispatcher.cache.values())
+    op_by_op = sum(1 for v in values if v is _OP_BY_OP)
+    return CompileStats(dispatcher.traces, dispatcher.compiles, len(values) - op_by_op, op_by_op)
