@@ -4,6 +4,7 @@ from ._checkpoint import Checkpoint as Checkpoint
 from ._checkpoint import load as load
 from ._checkpoint import save as save
 from ._conv import Conv as Conv
+from ._conv import ConvLocal as ConvLocal
 from ._conv import ConvTranspose as ConvTranspose
 from ._dropout import Dropout as Dropout
 from ._embed import Embed as Embed
@@ -19,6 +20,8 @@ from ._norm import RMSNorm as RMSNorm
 from ._pool import avg_pool as avg_pool
 from ._pool import max_pool as max_pool
 from ._pool import min_pool as min_pool
+from ._pool import pool as pool
+from ._pool import sum_pool as sum_pool
 from ._recurrent import GRU as GRU
 from ._recurrent import LSTM as LSTM
 from ._recurrent import GRUState as GRUState
@@ -40,6 +43,7 @@ __all__ = [
     "BatchNorm",
     "Checkpoint",
     "Conv",
+    "ConvLocal",
     "ConvTranspose",
     "CoreModule",
     "Dropout",
@@ -62,8 +66,10 @@ __all__ = [
     "manual_seed",
     "max_pool",
     "min_pool",
+    "pool",
     "save",
     "set_typechecking",
+    "sum_pool",
     "summary",
     "trainable",
     "typecheck",
