@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ._conv import PaddingLike, _as_tuple, _check_padding, _spatial_axes
+from ._conv import PaddingLike, _as_tuple, _check_padding
 
 
 def _pool(
@@ -115,7 +115,7 @@ def pool(
         >>> import blox as bx
         >>> x = jnp.arange(8.0).reshape(8, 1)
         >>> bx.pool(x, 0.0, jax.lax.add, 2, window_dilation=2)[..., 0].tolist()
-        [2.0, 10.0]
+        [2.0, 6.0, 10.0]
     """
     out, _, batch = _pool(
         "pool",
@@ -298,15 +298,10 @@ def avg_pool(
     else:
         # Count the real cells of every window by pooling a ones image of the
         # spatial shape alone (no batch or channel axes to spend work on).
-        axes = _spatial_axes(len(spatial["window_dimensions"]), channels_first)
-        ones = jnp.ones(_sizes(inputs, axes), total.dtype)
+        n = len(spatial["window_dimensions"])
+        sizes = inputs.shape[inputs.ndim - n :] if channels_first else inputs.shape[-n - 1 : -1]
+        ones = jnp.ones(sizes, total.dtype)
         counts = jax.lax.reduce_window(ones, 0.0, jax.lax.add, **spatial)
         counts = counts[None, None] if channels_first else counts[None, ..., None]
         out = total / counts
     return _unflatten(out, batch)
-
-
-def _sizes(inputs: jax.Array, flat_axes: Sequence[int]) -> tuple[int, ...]:
-    """Sizes of the flattened array's `flat_axes` read from the unflattened input."""
-    offset = inputs.ndim - (max(flat_axes) + 1)
-    return tuple(inputs.shape[a + offset] for a in flat_axes)

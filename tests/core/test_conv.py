@@ -746,3 +746,63 @@ def test_batch_group_count_is_per_group_convolution_of_batch_slices() -> None:
     ]
     expected = jnp.concatenate(parts, axis=-1) + bias.reshape(1, 1, 1, -1)
     np.testing.assert_allclose(np.asarray(y), np.asarray(expected), **TOL)
+
+
+# -- errors of the new options --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cls", "name", "shape"),
+    [
+        (bx.Conv, "Conv at 'net/conv'", (3, 3, 4)),
+        (bx.ConvTranspose, "ConvTranspose at 'net/up'", (3, 4, 3)),
+        (bx.ConvLocal, "ConvLocal at 'net/up'", (4, 9, 4)),
+    ],
+    ids=["conv", "transpose", "local"],
+)
+def test_mask_of_wrong_shape_is_a_value_error(cls, name: str, shape) -> None:
+    module, params = _make(cls, 3, 4, mask=jnp.ones((3, 3, 3)), padding="VALID")
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"{name}: expected a mask of the kernel's shape {shape}, got shape (3, 3, 3). Fix:"
+        ),
+    ):
+        module(params, jnp.ones((2, 6, 3)))
+
+
+def test_causal_padding_of_a_2d_kernel_is_a_value_error() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"Conv at 'net/conv': expected a 1-D kernel for padding='CAUSAL', got 2 spatial "
+        r"dims\. Fix:",
+    ):
+        _make(bx.Conv, (3, 3), 4, padding="causal")
+
+
+def test_padding_of_the_wrong_type_is_a_type_error() -> None:
+    with pytest.raises(
+        TypeError,
+        match=r"Conv at 'net/conv': expected padding 'SAME', .* pairs, got float\. Fix:",
+    ):
+        _make(bx.Conv, 3, 4, padding=1.5)
+
+
+def test_both_group_counts_is_a_value_error() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"Conv at 'net/conv': expected feature_group_count or batch_group_count to be 1, "
+        r"got 2 and 2\. Fix:",
+    ):
+        _make(bx.Conv, 3, 4, feature_group_count=2, batch_group_count=2)
+
+
+@pytest.mark.parametrize("shape", [(3, 6, 2), (2, 2, 6, 2)], ids=["indivisible", "two_batch_dims"])
+def test_batch_group_count_needs_one_divisible_batch_axis(shape) -> None:
+    conv, params = _make(bx.Conv, 3, 4, batch_group_count=2)
+    with pytest.raises(
+        ValueError,
+        match=r"Conv at 'net/conv': expected one batch axis and a batch size and output_channels "
+        r"divisible by batch_group_count=2, got batch dims \(.*\) and 4 output channels\. Fix:",
+    ):
+        conv(params, jnp.ones(shape))
