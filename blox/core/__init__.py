@@ -3,6 +3,7 @@
 from ._checkpoint import load_params as load_params
 from ._checkpoint import save_params as save_params
 from ._conv import Conv as Conv
+from ._conv import ConvLocal as ConvLocal
 from ._conv import ConvTranspose as ConvTranspose
 from ._display import display as display
 from ._dropout import Dropout as Dropout
@@ -18,6 +19,8 @@ from ._params import Params as Params
 from ._pool import avg_pool as avg_pool
 from ._pool import max_pool as max_pool
 from ._pool import min_pool as min_pool
+from ._pool import pool as pool
+from ._pool import sum_pool as sum_pool
 from ._recurrent import GRU as GRU
 from ._recurrent import LSTM as LSTM
 from ._recurrent import GRUState as GRUState
@@ -32,6 +35,7 @@ from ._sequential import Sequential as Sequential
 __all__ = [
     "BatchNorm",
     "Conv",
+    "ConvLocal",
     "ConvTranspose",
     "Dropout",
     "Embed",
@@ -56,6 +60,8 @@ __all__ = [
     "load_params",
     "max_pool",
     "min_pool",
+    "pool",
     "save_params",
     "static_scan",
+    "sum_pool",
 ]

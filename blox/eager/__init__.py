@@ -6,6 +6,7 @@ from ._checkpoint import save as save
 from ._context import cache_sizes as cache_sizes
 from ._context import clear_caches as clear_caches
 from ._conv import Conv as Conv
+from ._conv import ConvLocal as ConvLocal
 from ._conv import ConvTranspose as ConvTranspose
 from ._core_module import CoreModule as CoreModule
 from ._core_module import from_core as from_core
@@ -24,6 +25,8 @@ from ._norm import RMSNorm as RMSNorm
 from ._pool import avg_pool as avg_pool
 from ._pool import max_pool as max_pool
 from ._pool import min_pool as min_pool
+from ._pool import pool as pool
+from ._pool import sum_pool as sum_pool
 from ._recurrent import GRU as GRU
 from ._recurrent import LSTM as LSTM
 from ._recurrent import GRUState as GRUState
@@ -45,6 +48,7 @@ __all__ = [
     "BatchNorm",
     "Checkpoint",
     "Conv",
+    "ConvLocal",
     "ConvTranspose",
     "CoreModule",
     "Dropout",
@@ -67,8 +71,10 @@ __all__ = [
     "manual_seed",
     "max_pool",
     "min_pool",
+    "pool",
     "save",
     "set_typechecking",
+    "sum_pool",
     "summary",
     "trainable",
     "typecheck",

@@ -1,6 +1,7 @@
 """Eager `Dropout`: builds `blox.core.Dropout` and keeps its RNG state."""
 
 import numbers
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,8 @@ class Dropout(CoreModule):
 
     Args:
         rate: Drop probability in `[0, 1)`.
+        broadcast_dims: Axes along which one mask value is shared (flax.linen's
+            `broadcast_dims`; see `blox.core.Dropout`).
         seed: Int or key for this layer's RNG; default: the global stream.
 
     Raises:
@@ -37,9 +40,15 @@ class Dropout(CoreModule):
         (True, 2)
         >>> bool((drop.eval()(jnp.ones(8)) == 1).all())
         True
+        >>> channels = nn.Dropout(0.5, broadcast_dims=(-2,))  # whole features of (length, features)
+        >>> y = channels(jnp.ones((4, 6)))
+        >>> bool((y == y[:1]).all())
+        True
     """
 
-    def __init__(self, rate: float, *, seed: Any = None) -> None:
+    def __init__(
+        self, rate: float, *, broadcast_dims: Sequence[int] = (), seed: Any = None
+    ) -> None:
         super().__init__()
         where = f"nn.Dropout({rate!r})"
         if not isinstance(rate, numbers.Real) or isinstance(rate, bool | np.bool_):
@@ -54,7 +63,9 @@ class Dropout(CoreModule):
                 "the probability of dropping an element, e.g. nn.Dropout(0.1)."
             )
         self.rate = float(rate)
-        layer, rng = build_core(where, core.Dropout, (self.rate,), {})
+        self.broadcast_dims = broadcast_dims
+        options = {"broadcast_dims": broadcast_dims} if broadcast_dims != () else {}
+        layer, rng = build_core(where, core.Dropout, (self.rate,), options)
         params = init_params(where, rng, seed, lambda p: p)
         self.adopt_core(layer, params, keep=lambda path: True)
 
@@ -64,4 +75,5 @@ class Dropout(CoreModule):
         return self.call_core(self.core_layer, x, is_training=self.training)
 
     def extra_repr(self) -> str:
-        return f"rate={self.rate}"
+        shown = f", broadcast_dims={self.broadcast_dims!r}" if self.broadcast_dims != () else ""
+        return f"rate={self.rate}{shown}"

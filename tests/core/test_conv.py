@@ -360,19 +360,35 @@ def test_output_channels_not_divisible_by_groups_is_a_value_error() -> None:
     ("padding", "got", "fix"),
     [
         ("FULL", "'FULL'", "use one of those"),
-        (((1, 1),), r"\(\(1, 1\),\)", "give one pair per spatial dim"),
-        (((1, 1, 1), (0, 0)), r"\(\(1, 1, 1\), \(0, 0\)\)", "give one pair per spatial dim"),
+        (((1, 1),), r"\(\(1, 1\),\)", r"give one int or \(low, high\) pair per spatial dim"),
+        (
+            ((1, 1, 1), (0, 0)),
+            r"\(\(1, 1, 1\), \(0, 0\)\)",
+            r"give one int or \(low, high\) pair per spatial dim",
+        ),
     ],
     ids=["bad_string", "too_few_pairs", "not_a_pair"],
 )
 @pytest.mark.parametrize(
-    ("cls", "name"),
-    [(bx.Conv, "Conv at 'net/conv'"), (bx.ConvTranspose, "ConvTranspose at 'net/up'")],
+    ("cls", "name", "strings"),
+    [
+        (
+            bx.Conv,
+            "Conv at 'net/conv'",
+            "'SAME', 'VALID', 'CIRCULAR', 'REFLECT', 'REPLICATE', 'CAUSAL'",
+        ),
+        (bx.ConvTranspose, "ConvTranspose at 'net/up'", "'SAME', 'VALID', 'CIRCULAR'"),
+    ],
+    ids=["conv", "transpose"],
 )
-def test_malformed_padding_is_a_value_error(cls, name: str, padding, got: str, fix: str) -> None:
+def test_malformed_padding_is_a_value_error(
+    cls, name: str, strings: str, padding, got: str, fix: str
+) -> None:
     with pytest.raises(
         ValueError,
-        match=re.escape(f"{name}: expected padding 'SAME', 'VALID' or 2 (low, high) pairs, ")
+        match=re.escape(
+            f"{name}: expected padding {strings}, an int, or 2 ints or (low, high) pairs, "
+        )
         + f"got {got}\\. Fix: {fix}",
     ):
         _make(cls, (3, 3), 4, padding=padding)
@@ -386,3 +402,407 @@ def test_per_dim_option_of_wrong_length_is_a_value_error(what: str) -> None:
         rf"dim\), got \(1, 2, 3\)\. Fix: pass e\.g\. {what}=\(1, 1\)",
     ):
         _make(bx.Conv, (3, 3), 4, **{what: (1, 2, 3)})
+
+
+# -- agreement with flax.linen (params copied by path) -------------------------------------
+
+# Forward and gradient agreement is 1e-6 (float32): both sides run the same
+# `jax.lax` convolution at HIGHEST precision, so differences are rounding only.
+FLAX_TOL = {"rtol": 1e-6, "atol": 1e-6}
+
+
+def _flax_pair(bx_cls, flax_cls, kernel_size, features, x, copy=None, **kwargs):
+    """A blox layer holding the params of a flax layer with the same options.
+
+    `copy(name, value)` turns a flax param into the blox one (default: as is,
+    which also asserts that every flax path exists in blox with its shape).
+    """
+    flax_module = flax_cls(features=features, kernel_size=kernel_size, precision=HIGHEST, **kwargs)
+    variables = flax_module.init(jax.random.key(0), x)
+    graph = bx.Graph("net")
+    rng = bx.Rng(graph / "rng")
+    module = bx_cls(graph / "m", kernel_size, features, rng=rng, **kwargs)
+    _, params = module(rng.seed(bx.Params(), seed=0), x)
+    for name, value in variables["params"].items():
+        value = value if copy is None else copy(name, value)
+        assert params[("net", "m", name)].value.shape == value.shape
+        params = module.set_param(params, name, value)
+    assert sorted(p[-1] for p in params.keys() if p[1] == "m") == sorted(variables["params"])
+    return module, params, flax_module, variables
+
+
+def _assert_agrees_with_flax(module, params, flax_module, variables, x, copy_grad=None):
+    y = module(params, x, precision=HIGHEST)[0]
+    expected = flax_module.apply(variables, x)
+    assert y.shape == expected.shape
+    np.testing.assert_allclose(np.asarray(y), np.asarray(expected), **FLAX_TOL)
+    # Gradients with respect to every param and the input, through a nonlinear loss.
+    trainable, rest = params.split()
+
+    def blox_loss(trainable, x):
+        out = module(trainable.merge(rest), x, precision=HIGHEST)[0]
+        return jnp.sum(jnp.sin(out))
+
+    def flax_loss(flax_params, x):
+        return jnp.sum(jnp.sin(flax_module.apply({"params": flax_params}, x)))
+
+    grads, grad_x = jax.grad(blox_loss, argnums=(0, 1))(trainable, x)
+    flax_grads, flax_grad_x = jax.grad(flax_loss, argnums=(0, 1))(variables["params"], x)
+    np.testing.assert_allclose(np.asarray(grad_x), np.asarray(flax_grad_x), **FLAX_TOL)
+    for name, value in flax_grads.items():
+        value = value if copy_grad is None else copy_grad(name, value)
+        got = grads[("net", "m", name)].value
+        np.testing.assert_allclose(np.asarray(got), np.asarray(value), **FLAX_TOL)
+
+
+FLAX_CONV_CASES = {
+    "circular_strided_dilated": (
+        (3, 2),
+        (2, 7, 6, 3),
+        {"padding": "CIRCULAR", "strides": (2, 1), "kernel_dilation": (1, 2)},
+    ),
+    "reflect": ((3, 3), (2, 5, 6, 2), {"padding": "REFLECT"}),
+    "causal_dilated": (3, (2, 9, 3), {"padding": "CAUSAL", "kernel_dilation": 2}),
+    "int_padding": ((3, 3), (2, 5, 4, 2), {"padding": 2, "strides": 2}),
+    "per_dim_int_and_pair": ((3, 2), (2, 5, 6, 2), {"padding": (1, (0, 2))}),
+    "groups_mask": ((2, 2), (1, 4, 5, 4), {"feature_group_count": 2, "mask": "tril"}),
+}
+
+
+def _with_mask(kernel_shape, kwargs):
+    if kwargs.get("mask") == "tril":
+        kwargs = {**kwargs, "mask": jnp.tril(jnp.ones(kernel_shape))}
+    return kwargs
+
+
+@pytest.mark.parametrize("case", FLAX_CONV_CASES)
+def test_conv_matches_flax_forward_and_gradients(case: str) -> None:
+    import flax.linen as fnn
+
+    kernel_size, shape, kwargs = FLAX_CONV_CASES[case]
+    ks = _pairs(kernel_size, len(shape) - 2)
+    kwargs = _with_mask(ks + (shape[-1] // kwargs.get("feature_group_count", 1), 4), kwargs)
+    x = _input(shape)
+    pair = _flax_pair(bx.Conv, fnn.Conv, kernel_size, 4, x, **kwargs)
+    _assert_agrees_with_flax(*pair, x)
+
+
+FLAX_LOCAL_CASES = {
+    "same_strided_2d": ((3, 2), (2, 6, 5, 3), {"strides": (2, 1)}),
+    "valid_1d_mask": (3, (2, 8, 3), {"padding": "VALID", "mask": "tril"}),
+    "circular_dilated": ((2, 2), (1, 5, 4, 2), {"padding": "CIRCULAR", "kernel_dilation": 2}),
+}
+
+
+@pytest.mark.parametrize("case", FLAX_LOCAL_CASES)
+def test_conv_local_matches_flax_forward_and_gradients(case: str) -> None:
+    import flax.linen as fnn
+
+    kernel_size, shape, kwargs = FLAX_LOCAL_CASES[case]
+    if kwargs.get("mask") == "tril":
+        kwargs = {**kwargs, "mask": jnp.tril(jnp.ones((6, 9, 4)))}  # flax's doc example
+    x = _input(shape)
+    pair = _flax_pair(bx.ConvLocal, fnn.ConvLocal, kernel_size, 4, x, **kwargs)
+    _assert_agrees_with_flax(*pair, x)
+
+
+FLAX_TRANSPOSE_CASES = {
+    "flipped_same": ((3, 2), (2, 4, 5, 3), {"strides": (2, 1), "transpose_kernel": True}),
+    "flipped_circular": (
+        (4, 4),
+        (1, 5, 4, 3),
+        {"strides": 2, "padding": "CIRCULAR", "transpose_kernel": True},
+    ),
+    "flipped_pairs_dilated": (
+        (3, 3),
+        (1, 4, 4, 2),
+        {
+            "strides": 2,
+            "padding": ((1, 2), (0, 1)),
+            "kernel_dilation": (2, 1),
+            "transpose_kernel": True,
+        },
+    ),
+    "flipped_mask_1d": (
+        3,
+        (2, 5, 3),
+        {"strides": 3, "padding": "VALID", "transpose_kernel": True, "mask": "tril"},
+    ),
+    "stored_circular": ((2, 3), (1, 5, 4, 3), {"strides": (3, 1), "padding": "CIRCULAR"}),
+    "stored_int_padding": ((3, 3), (1, 4, 5, 2), {"strides": 2, "padding": 1}),
+}
+
+
+@pytest.mark.parametrize("case", FLAX_TRANSPOSE_CASES)
+def test_conv_transpose_matches_flax_forward_and_gradients(case: str) -> None:
+    import flax.linen as fnn
+
+    kernel_size, shape, kwargs = FLAX_TRANSPOSE_CASES[case]
+    flipped = kwargs.get("transpose_kernel", False)
+    ks = _pairs(kernel_size, len(shape) - 2)
+    if kwargs.get("mask") == "tril":
+        mask = jnp.tril(jnp.ones(ks + ((4, shape[-1]) if flipped else (shape[-1], 4))))
+        # blox's stored layout is (..., out, in): the same mask, axes swapped.
+        kwargs = {**kwargs, "mask": mask}
+    # flax's transpose_kernel=True kernel copies by path; its default kernel
+    # (*k, in, out) is blox's default (*k, out, in) with the last two axes swapped.
+    copy = None if flipped else (lambda name, v: jnp.swapaxes(v, -1, -2) if name == "kernel" else v)
+    x = _input(shape)
+    flax_module = fnn.ConvTranspose(
+        features=4, kernel_size=kernel_size, precision=HIGHEST, **kwargs
+    )
+    variables = flax_module.init(jax.random.key(0), x)
+    if not flipped and "mask" in kwargs:
+        kwargs = {**kwargs, "mask": jnp.swapaxes(kwargs["mask"], -1, -2)}
+    graph = bx.Graph("net")
+    rng = bx.Rng(graph / "rng")
+    module = bx.ConvTranspose(graph / "m", kernel_size, 4, rng=rng, **kwargs)
+    _, params = module(rng.seed(bx.Params(), seed=0), x)
+    for name, value in variables["params"].items():
+        value = value if copy is None else copy(name, value)
+        assert params[("net", "m", name)].value.shape == value.shape
+        params = module.set_param(params, name, value)
+    _assert_agrees_with_flax(module, params, flax_module, variables, x, copy_grad=copy)
+
+
+def test_conv_dtype_and_param_dtype_match_flax() -> None:
+    import flax.linen as fnn
+
+    x = _input((2, 6, 5, 3))
+    pair = _flax_pair(bx.Conv, fnn.Conv, (3, 3), 4, x, dtype=jnp.bfloat16, param_dtype=jnp.float32)
+    module, params, flax_module, variables = pair
+    assert params[("net", "m", "kernel")].value.dtype == jnp.float32
+    y = module(params, x, precision=HIGHEST)[0]
+    expected = flax_module.apply(variables, x)
+    assert y.dtype == expected.dtype == jnp.bfloat16
+    # Both cast to bfloat16 before the same convolution: identical bits.
+    np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(expected, np.float32))
+
+
+def test_param_dtype_sets_the_stored_dtype_and_dtype_the_compute_dtype() -> None:
+    graph = bx.Graph("net")
+    rng = bx.Rng(graph / "rng")
+    params = rng.seed(bx.Params(), seed=0)
+    x = _input((2, 5, 3))
+    half = bx.Conv(graph / "half", 3, 4, rng=rng, param_dtype=jnp.bfloat16)
+    y, params = half(params, x)
+    kernel = params[("net", "half", "kernel")].value
+    assert kernel.dtype == params[("net", "half", "bias")].value.dtype == jnp.bfloat16
+    assert y.dtype == jnp.float32  # float32 inputs promote the bfloat16 params
+    expected = _conv_reference(
+        x,
+        kernel.astype(jnp.float32),
+        params[("net", "half", "bias")].value.astype(jnp.float32),
+        1,
+        window_strides=(1,),
+        padding="SAME",
+    )
+    np.testing.assert_allclose(
+        np.asarray(half(params, x, precision=HIGHEST)[0]), np.asarray(expected), **FLAX_TOL
+    )
+    for cls in (bx.ConvTranspose, bx.ConvLocal):
+        low = cls(graph / cls.__name__.lower(), 3, 4, rng=rng, dtype=jnp.bfloat16)
+        y, params = low(params, x)
+        assert y.dtype == jnp.bfloat16
+        assert params[("net", cls.__name__.lower(), "kernel")].value.dtype == jnp.float32
+
+
+# -- PyTorch semantics through explicit pairs (what blox.eager.torch_nn builds on) ---------
+
+
+def _torch_conv_transpose(x, weight, bias, stride, padding, output_padding, groups, dilation):
+    import torch
+
+    out = torch.nn.functional.conv_transpose2d(
+        torch.from_numpy(np.array(x)),
+        torch.from_numpy(np.array(weight)),
+        torch.from_numpy(np.array(bias)),
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        groups=groups,
+        dilation=dilation,
+    )
+    return out.numpy()
+
+
+def test_flipped_grouped_conv_transpose_with_pairs_matches_torch() -> None:
+    # torch: weight (in, out // groups, kh, kw); padding p, output_padding q and
+    # dilation d are the pairs (d * (k - 1) - p, d * (k - 1) - p + q) of blox's
+    # transpose_kernel=True kernel (kh, kw, out // groups, in).
+    stride, padding, output_padding, groups, dilation = (2, 3), (1, 0), (1, 2), 2, (1, 2)
+    kernel_size, cin, cout = (3, 2), 4, 6
+    pads = tuple(
+        (d * (k - 1) - p, d * (k - 1) - p + q)
+        for k, p, q, d in zip(kernel_size, padding, output_padding, dilation)
+    )
+    up, params = _make(
+        bx.ConvTranspose,
+        kernel_size,
+        cout,
+        strides=stride,
+        padding=pads,
+        kernel_dilation=dilation,
+        feature_group_count=groups,
+        transpose_kernel=True,
+        channels_first=True,
+    )
+    x = _input((2, cin, 4, 3))
+    y, kernel, bias = _run(up, params, x)
+    assert kernel.shape == kernel_size + (cout // groups, cin)
+    weight = np.transpose(np.asarray(kernel), (3, 2, 0, 1))  # -> (in, out // groups, kh, kw)
+    expected = _torch_conv_transpose(
+        x, weight, bias, stride, padding, output_padding, groups, dilation
+    )
+    assert y.shape == expected.shape
+    # torch's CPU convolution accumulates in its own order: a few float32 ulps.
+    np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_replicate_and_reflect_padding_match_torch_padding_modes() -> None:
+    import torch
+
+    x = _input((2, 3, 5, 6))
+    for padding, mode in (
+        ("REPLICATE", "replicate"),
+        ("REFLECT", "reflect"),
+        ("CIRCULAR", "circular"),
+    ):
+        conv, params = _make(
+            bx.Conv, (3, 4), 2, padding=padding, channels_first=True, strides=(1, 2)
+        )
+        y, kernel, bias = _run(conv, params, x)
+        # blox pads ((e - 1) // 2, e // 2): (1, 1) for the height 3, (1, 2) for the
+        # width 4; torch's F.pad lists (left, right, top, bottom).
+        reference = torch.nn.Conv2d(3, 2, (3, 4), stride=(1, 2), padding=0)
+        padded = torch.nn.functional.pad(torch.from_numpy(np.array(x)), (1, 2, 1, 1), mode=mode)
+        with torch.no_grad():
+            reference.weight.copy_(torch.from_numpy(np.transpose(np.array(kernel), (3, 2, 0, 1))))
+            reference.bias.copy_(torch.from_numpy(np.array(bias)))
+            expected = reference(padded).numpy()
+        # torch's CPU convolution accumulates in its own order: a few float32 ulps.
+        np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-5, atol=1e-5, err_msg=padding)
+
+
+# -- channels_first, batch_group_count ------------------------------------------------------
+
+LAYOUT_CASES = {
+    "conv_groups_input_dilation": (
+        bx.Conv,
+        (3, 2),
+        {"feature_group_count": 2, "input_dilation": 2, "padding": "SAME"},
+    ),
+    "conv_causal_1d": (bx.Conv, 3, {"padding": "CAUSAL"}),
+    "transpose_flipped_circular": (
+        bx.ConvTranspose,
+        (3, 2),
+        {"strides": 2, "padding": "CIRCULAR", "transpose_kernel": True, "feature_group_count": 2},
+    ),
+    "local_strided": (bx.ConvLocal, (2, 3), {"strides": (1, 2)}),
+}
+
+
+@pytest.mark.parametrize("case", LAYOUT_CASES)
+def test_channels_first_equals_channels_last_transposed(case: str) -> None:
+    cls, kernel_size, kwargs = LAYOUT_CASES[case]
+    n = len(_pairs(kernel_size, 1)) if isinstance(kernel_size, int) else len(kernel_size)
+    x = _input((3, 2) + (5, 4)[:n] + (4,))  # two batch dims
+    last, params = _make(cls, kernel_size, 4, **kwargs)
+    first = cls(
+        bx.Graph("net") / ("conv" if cls is bx.Conv else "up"),
+        kernel_size,
+        4,
+        channels_first=True,
+        **kwargs,
+    )
+    y_last, params = last(params, x, precision=HIGHEST)
+    x_first = jnp.moveaxis(x, -1, 2)
+    y_first, same = first(params, x_first, precision=HIGHEST)
+    assert same is params  # the same kernel and bias, read by path
+    np.testing.assert_allclose(
+        np.asarray(y_first), np.asarray(jnp.moveaxis(y_last, -1, 2)), **FLAX_TOL
+    )
+
+
+def test_batch_group_count_is_per_group_convolution_of_batch_slices() -> None:
+    # jax.lax semantics (mlax's batch_group_count): batch group j (rows
+    # j * N / g ... (j + 1) * N / g) is convolved with output channels group j.
+    groups = 2
+    conv, params = _make(bx.Conv, (2, 2), 4, batch_group_count=groups, padding="VALID")
+    x = _input((4, 5, 4, 3))
+    y, kernel, bias = _run(conv, params, x)
+    assert kernel.shape == (2, 2, 3, 4) and y.shape == (2, 4, 3, 4)
+    per, out_per = 4 // groups, 4 // groups
+    parts = [
+        jax.lax.conv_general_dilated(
+            x[j * per : (j + 1) * per],
+            kernel[..., j * out_per : (j + 1) * out_per],
+            (1, 1),
+            "VALID",
+            dimension_numbers=CONV_DN[2],
+            precision=HIGHEST,
+        )
+        for j in range(groups)
+    ]
+    expected = jnp.concatenate(parts, axis=-1) + bias.reshape(1, 1, 1, -1)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(expected), **TOL)
+
+
+# -- errors of the new options --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cls", "name", "shape"),
+    [
+        (bx.Conv, "Conv at 'net/conv'", (3, 3, 4)),
+        (bx.ConvTranspose, "ConvTranspose at 'net/up'", (3, 4, 3)),
+        (bx.ConvLocal, "ConvLocal at 'net/up'", (4, 9, 4)),
+    ],
+    ids=["conv", "transpose", "local"],
+)
+def test_mask_of_wrong_shape_is_a_value_error(cls, name: str, shape) -> None:
+    module, params = _make(cls, 3, 4, mask=jnp.ones((3, 3, 3)), padding="VALID")
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"{name}: expected a mask of the kernel's shape {shape}, got shape (3, 3, 3). Fix:"
+        ),
+    ):
+        module(params, jnp.ones((2, 6, 3)))
+
+
+def test_causal_padding_of_a_2d_kernel_is_a_value_error() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"Conv at 'net/conv': expected a 1-D kernel for padding='CAUSAL', got 2 spatial "
+        r"dims\. Fix:",
+    ):
+        _make(bx.Conv, (3, 3), 4, padding="causal")
+
+
+def test_padding_of_the_wrong_type_is_a_type_error() -> None:
+    with pytest.raises(
+        TypeError,
+        match=r"Conv at 'net/conv': expected padding 'SAME', .* pairs, got float\. Fix:",
+    ):
+        _make(bx.Conv, 3, 4, padding=1.5)
+
+
+def test_both_group_counts_is_a_value_error() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"Conv at 'net/conv': expected feature_group_count or batch_group_count to be 1, "
+        r"got 2 and 2\. Fix:",
+    ):
+        _make(bx.Conv, 3, 4, feature_group_count=2, batch_group_count=2)
+
+
+@pytest.mark.parametrize("shape", [(3, 6, 2), (2, 2, 6, 2)], ids=["indivisible", "two_batch_dims"])
+def test_batch_group_count_needs_one_divisible_batch_axis(shape) -> None:
+    conv, params = _make(bx.Conv, 3, 4, batch_group_count=2)
+    with pytest.raises(
+        ValueError,
+        match=r"Conv at 'net/conv': expected one batch axis and a batch size and output_channels "
+        r"divisible by batch_group_count=2, got batch dims \(.*\) and 4 output channels\. Fix:",
+    ):
+        conv(params, jnp.ones(shape))
