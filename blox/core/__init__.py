@@ -11,6 +11,8 @@ from ._graph import Graph as Graph
 from ._linear import Linear as Linear
 from ._module import Module as Module
 from ._norm import BatchNorm as BatchNorm
+from ._norm import GroupNorm as GroupNorm
+from ._norm import InstanceNorm as InstanceNorm
 from ._norm import LayerNorm as LayerNorm
 from ._norm import RMSNorm as RMSNorm
 from ._params import Param as Param
@@ -38,6 +40,8 @@ __all__ = [
     "GRU",
     "GRUState",
     "Graph",
+    "GroupNorm",
+    "InstanceNorm",
     "LSTM",
     "LSTMState",
     "LayerNorm",
