@@ -8,7 +8,12 @@ from ._display import display as display
 from ._dropout import Dropout as Dropout
 from ._embed import Embed as Embed
 from ._graph import Graph as Graph
+from ._linear import Bias as Bias
+from ._linear import DenseGeneral as DenseGeneral
+from ._linear import Einsum as Einsum
+from ._linear import Identity as Identity
 from ._linear import Linear as Linear
+from ._linear import Scaler as Scaler
 from ._module import Module as Module
 from ._norm import BatchNorm as BatchNorm
 from ._norm import GroupNorm as GroupNorm
@@ -33,14 +38,18 @@ from ._sequential import Sequential as Sequential
 
 __all__ = [
     "BatchNorm",
+    "Bias",
     "Conv",
     "ConvTranspose",
+    "DenseGeneral",
     "Dropout",
+    "Einsum",
     "Embed",
     "GRU",
     "GRUState",
     "Graph",
     "GroupNorm",
+    "Identity",
     "InstanceNorm",
     "LSTM",
     "LSTMState",
@@ -52,6 +61,7 @@ __all__ = [
     "RMSNorm",
     "RecurrenceBase",
     "Rng",
+    "Scaler",
     "SequenceBase",
     "Sequential",
     "avg_pool",
