@@ -2,6 +2,10 @@
 
 from ._checkpoint import load_params as load_params
 from ._checkpoint import save_params as save_params
+from ._combinators import EMA as EMA
+from ._combinators import BatchApply as BatchApply
+from ._combinators import Lambda as Lambda
+from ._combinators import Parallel as Parallel
 from ._conv import Conv as Conv
 from ._conv import ConvTranspose as ConvTranspose
 from ._display import display as display
@@ -37,12 +41,14 @@ from ._scan import static_scan as static_scan
 from ._sequential import Sequential as Sequential
 
 __all__ = [
+    "BatchApply",
     "BatchNorm",
     "Bias",
     "Conv",
     "ConvTranspose",
     "DenseGeneral",
     "Dropout",
+    "EMA",
     "Einsum",
     "Embed",
     "GRU",
@@ -53,9 +59,11 @@ __all__ = [
     "InstanceNorm",
     "LSTM",
     "LSTMState",
+    "Lambda",
     "LayerNorm",
     "Linear",
     "Module",
+    "Parallel",
     "Param",
     "Params",
     "RMSNorm",
