@@ -33,6 +33,8 @@ from ._recurrent import GRU as GRU
 from ._recurrent import LSTM as LSTM
 from ._recurrent import GRUState as GRUState
 from ._recurrent import LSTMState as LSTMState
+from ._reparam import SpectralNorm as SpectralNorm
+from ._reparam import WeightNorm as WeightNorm
 from ._rng import Rng as Rng
 from ._scan import RecurrenceBase as RecurrenceBase
 from ._scan import SequenceBase as SequenceBase
@@ -72,6 +74,8 @@ __all__ = [
     "Scaler",
     "SequenceBase",
     "Sequential",
+    "SpectralNorm",
+    "WeightNorm",
     "avg_pool",
     "display",
     "dynamic_scan",

@@ -253,6 +253,30 @@ DESCRIPTORS: tuple[Descriptor, ...] = (
         params={_p("in", "scale"): (3,), _p("in", "bias"): (3,)},
     ),
     Descriptor(
+        name="weight_norm_linear",
+        build=lambda g, rng: bx.WeightNorm(g / "wn", bx.Linear(g / "dense", 3, rng=rng)),
+        call=_plain,
+        shape=(2, 4),
+        params={
+            _p("dense", "kernel"): (4, 3),
+            _p("dense", "bias"): (3,),
+            _p("wn", "dense/kernel/scale"): (3,),
+        },
+    ),
+    Descriptor(
+        name="spectral_norm_linear_train",
+        build=lambda g, rng: bx.SpectralNorm(g / "sn", bx.Linear(g / "dense", 3, rng=rng), rng=rng),
+        call=_training,
+        shape=(2, 4),
+        params={
+            _p("dense", "kernel"): (4, 3),
+            _p("dense", "bias"): (3,),
+            _p("sn", "dense/kernel/u"): (1, 3),
+            _p("sn", "dense/kernel/sigma"): (),
+        },
+        frozen=frozenset({_p("sn", "dense/kernel/u"), _p("sn", "dense/kernel/sigma")}),
+    ),
+    Descriptor(
         name="batch_norm_train",
         build=lambda g, rng: bx.BatchNorm(g / "bn"),
         call=_training,
