@@ -55,7 +55,6 @@ class Embed(Module):
         rng: Any = None,
         embedding_init: Initializer = _DEFAULT_EMBEDDING_INIT,
         embedding_metadata: dict[str, Any] | None = None,
-        *,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
     ) -> None:

@@ -67,7 +67,6 @@ class Linear(Module):
         bias_init: Initializer = _DEFAULT_BIAS_INIT,
         kernel_metadata: dict[str, Any] | None = None,
         bias_metadata: dict[str, Any] | None = None,
-        *,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
     ) -> None:
