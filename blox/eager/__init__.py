@@ -15,11 +15,18 @@ from ._dispatch import compile_stats as compile_stats
 from ._dropout import Dropout as Dropout
 from ._embed import Embed as Embed
 from ._hooks import RemovableHandle as RemovableHandle
+from ._linear import Bias as Bias
+from ._linear import DenseGeneral as DenseGeneral
+from ._linear import Einsum as Einsum
+from ._linear import Identity as Identity
 from ._linear import Linear as Linear
+from ._linear import Scaler as Scaler
 from ._module import LoadResult as LoadResult
 from ._module import Module as Module
 from ._module import trainable as trainable
 from ._norm import BatchNorm as BatchNorm
+from ._norm import GroupNorm as GroupNorm
+from ._norm import InstanceNorm as InstanceNorm
 from ._norm import LayerNorm as LayerNorm
 from ._norm import RMSNorm as RMSNorm
 from ._pool import avg_pool as avg_pool
@@ -46,20 +53,27 @@ __all__ = [
     "GRU",
     "LSTM",
     "BatchNorm",
+    "Bias",
     "Checkpoint",
     "Conv",
     "ConvLocal",
     "ConvTranspose",
     "CoreModule",
+    "DenseGeneral",
     "Dropout",
+    "Einsum",
     "Embed",
     "GRUState",
+    "GroupNorm",
+    "Identity",
+    "InstanceNorm",
     "LSTMState",
     "LayerNorm",
     "Linear",
     "LoadResult",
     "Module",
     "RMSNorm",
+    "Scaler",
     "Sequential",
     "Summary",
     "avg_pool",

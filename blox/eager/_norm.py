@@ -1,4 +1,4 @@
-"""Eager `LayerNorm`, `RMSNorm` and `BatchNorm`: build the core layers and call them."""
+"""Eager `LayerNorm`, `RMSNorm`, `BatchNorm`, `GroupNorm`, `InstanceNorm`: build the core layers and call them."""
 
 from typing import Any
 
@@ -134,3 +134,75 @@ class BatchNorm(_NormLayer):
     ) -> Float[Array, "batch *spatial {self.features}"]:
         """Normalises `x`; in training mode also updates the running statistics."""
         return self.call_core(self.core_layer, x, is_training=self.training)
+
+
+class GroupNorm(_NormLayer):
+    """Group normalisation over groups of channels, per example (flax's `GroupNorm`).
+
+    Args:
+        num_channels: Number of channels (last axis, or axis 1 with
+            `channels_first=True`).
+        num_groups: Number of groups (flax's default 32); `None` to give
+            `group_size` instead.
+        epsilon: Added to the variance.
+        seed: Int or key for this layer's init.
+        **options: Other `blox.core.GroupNorm` options (`group_size`,
+            `channels_first`, `reduction_axes`, `use_scale`, `use_bias`,
+            `use_fast_variance`, inits, `dtype`, `param_dtype`, `axis_name`).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from blox import eager as nn
+        >>> gn = nn.GroupNorm(4, num_groups=2)
+        >>> gn(jnp.ones((2, 3, 4))).shape, gn.scale.shape
+        ((2, 3, 4), (4,))
+    """
+
+    _core_cls = core.GroupNorm
+
+    def __init__(
+        self,
+        num_channels: int,
+        *,
+        num_groups: int | None = 32,
+        epsilon: float = 1e-6,
+        seed: Any = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(num_channels, epsilon=epsilon, seed=seed, num_groups=num_groups, **options)
+
+    @typecheck
+    def __call__(self, x: Float[Array, "batch ..."]) -> Float[Array, "batch ..."]:
+        """Normalises `x` per example and channel group."""
+        return self.call_core(self.core_layer, x)
+
+
+class InstanceNorm(_NormLayer):
+    """Instance normalisation: per example and feature over the other axes (flax's).
+
+    Args:
+        features: Size of the feature axis (the last by default; pass
+            `feature_axes=1` for channels first).
+        epsilon: Added to the variance.
+        seed: Int or key for this layer's init.
+        **options: Other `blox.core.InstanceNorm` options.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from blox import eager as nn
+        >>> inorm = nn.InstanceNorm(3)
+        >>> inorm(jnp.ones((2, 5, 3))).shape
+        (2, 5, 3)
+    """
+
+    _core_cls = core.InstanceNorm
+
+    def __init__(
+        self, features: int, *, epsilon: float = 1e-6, seed: Any = None, **options: Any
+    ) -> None:
+        super().__init__(features, epsilon=epsilon, seed=seed, **options)
+
+    @typecheck
+    def __call__(self, x: Float[Array, "batch ..."]) -> Float[Array, "batch ..."]:
+        """Normalises `x` per example and feature."""
+        return self.call_core(self.core_layer, x)

@@ -318,6 +318,59 @@ CASES = (
         any_batch=False,
     ),
     Case(
+        "group_norm",
+        lambda s: nn.GroupNorm(6, num_groups=3, seed=s),
+        lambda g, rng: bx.GroupNorm(g, num_groups=3, rng=rng),
+        (3, 6),
+        {"scale": (6,), "bias": (6,)},
+    ),
+    Case(
+        "instance_norm",
+        lambda s: nn.InstanceNorm(6, seed=s),
+        lambda g, rng: bx.InstanceNorm(g, rng=rng),
+        (3, 6),
+        {"scale": (6,), "bias": (6,)},
+        any_batch=False,
+    ),
+    Case(
+        "batch_norm_torch_cumulative",
+        lambda s: nn.BatchNorm(6, momentum=None, unbiased_running_var=True, seed=s),
+        lambda g, rng: bx.BatchNorm(g, momentum=None, unbiased_running_var=True, rng=rng),
+        (3, 6),
+        {
+            "running_mean": (6,),
+            "running_var": (6,),
+            "num_batches_tracked": (),
+            "scale": (6,),
+            "bias": (6,),
+        },
+        call_core=_moded,
+        any_batch=False,
+    ),
+    Case(
+        "dense_general",
+        lambda s: nn.DenseGeneral((3, 6), (2, 2), axis=(-2, -1), seed=s),
+        lambda g, rng: bx.DenseGeneral(g, (2, 2), axis=(-2, -1), rng=rng),
+        (3, 6),
+        {"kernel": (3, 6, 2, 2), "bias": (2, 2)},
+    ),
+    Case(
+        "einsum_bias_scaler",
+        lambda s: nn.Sequential(
+            nn.Einsum((6, 4), "...c,cd->...d", seed=s), nn.Bias(4, seed=s), nn.Scaler(4, seed=s)
+        ),
+        lambda g, rng: bx.Sequential(
+            g,
+            [
+                bx.Einsum(g / "0", (6, 4), "...c,cd->...d", rng=rng),
+                bx.Bias(g / "1", 4, rng=rng),
+                bx.Scaler(g / "2", 4, rng=rng),
+            ],
+        ),
+        (3, 6),
+        {"0.kernel": (6, 4), "0.bias": (4,), "1.bias": (4,), "2.scale": (4,)},
+    ),
+    Case(
         "lstm",
         lambda s: nn.LSTM(3, 5, seed=s),
         lambda g, rng: bx.LSTM(g, 5, rng=rng),
