@@ -112,3 +112,55 @@ def test_training_without_rng_is_a_value_error() -> None:
         drop(params, _input())
     y, _ = drop(params, _input(), is_training=False)  # evaluation needs no Rng
     np.testing.assert_array_equal(np.asarray(y), np.asarray(_input()))
+
+
+# -- broadcast_dims and agreement with flax.linen -------------------------------------------
+
+
+@pytest.mark.parametrize("broadcast_dims", [(), (0,), (-1, 1)], ids=["none", "batch", "two"])
+def test_matches_flax_dropout_with_the_same_key(broadcast_dims) -> None:
+    import flax.linen as fnn
+
+    drop, rng, params = _make(0.4, seed=7)
+    drop = bx.Dropout(bx.Graph("other") / "drop", 0.4, rng=rng, broadcast_dims=broadcast_dims)
+    x = _input((3, 4, 5))
+    y, after = drop(params, x)
+    key = jax.random.fold_in(jax.random.key(7), 0)  # the Rng's first key
+    expected = fnn.Dropout(0.4, broadcast_dims=broadcast_dims).apply(
+        {}, x, deterministic=False, rng=key
+    )
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(expected))
+    assert int(rng.get_counter(after)) == 1
+    mask = np.asarray(y) != 0
+    for axis in broadcast_dims:
+        assert (mask == np.take(mask, [0], axis=axis)).all()  # shared along the axis
+
+
+def test_dropped_cells_are_zero_even_for_non_finite_inputs() -> None:
+    drop, _, params = _make(0.5)
+    x = jnp.full((4, 50), jnp.inf)
+    y, _ = drop(params, x)
+    y = np.asarray(y)
+    assert set(np.unique(y).tolist()) == {0.0, np.inf}
+
+
+@pytest.mark.parametrize("axis", [3, -4])
+def test_broadcast_dim_outside_the_rank_is_a_value_error(axis: int) -> None:
+    graph = bx.Graph("net")
+    rng = bx.Rng(graph / "rng")
+    drop = bx.Dropout(graph / "drop", 0.5, rng=rng, broadcast_dims=(axis,))
+    with pytest.raises(
+        ValueError,
+        match=rf"Dropout at 'net/drop': expected broadcast_dims within the input's rank 3, "
+        rf"got axis {axis} for shape \(2, 3, 4\)\. Fix:",
+    ):
+        drop(rng.seed(bx.Params(), seed=0), jnp.ones((2, 3, 4)))
+
+
+@pytest.mark.parametrize("dims", [0, (0.5,), (True,)], ids=["int", "float", "bool"])
+def test_broadcast_dims_not_a_sequence_of_ints_is_a_type_error(dims) -> None:
+    with pytest.raises(
+        TypeError,
+        match=r"Dropout at 'net/drop': expected broadcast_dims as a sequence of ints, got .*\. Fix:",
+    ):
+        bx.Dropout(bx.Graph("net") / "drop", 0.5, broadcast_dims=dims)
