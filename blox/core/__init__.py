@@ -28,6 +28,8 @@ from ._scan import SequenceBase as SequenceBase
 from ._scan import dynamic_scan as dynamic_scan
 from ._scan import static_scan as static_scan
 from ._sequential import Sequential as Sequential
+from ._sharding import shard as shard
+from ._sharding import shardings as shardings
 
 __all__ = [
     "BatchNorm",
@@ -57,5 +59,7 @@ __all__ = [
     "max_pool",
     "min_pool",
     "save_params",
+    "shard",
+    "shardings",
     "static_scan",
 ]

@@ -25,6 +25,7 @@ from ._recurrent import GRUState as GRUState
 from ._recurrent import LSTMState as LSTMState
 from ._seed import manual_seed as manual_seed
 from ._sequential import Sequential as Sequential
+from ._sharding import shard as shard
 from ._summary import Summary as Summary
 from ._summary import summary as summary
 from ._transforms import filter_grad as filter_grad
@@ -64,6 +65,7 @@ __all__ = [
     "min_pool",
     "save",
     "set_typechecking",
+    "shard",
     "summary",
     "trainable",
     "typecheck",
