@@ -241,8 +241,10 @@ def _place(value: Any, sharding: NamedSharding) -> jax.Array:
 
     Every process holds the full value; each keeps the shards of its own devices.
     """
-    if sharding.is_fully_addressable:
-        return jax.device_put(value, sharding)
+    if sharding.is_fully_addressable or (
+        isinstance(value, jax.Array) and not value.is_fully_addressable
+    ):
+        return jax.device_put(value, sharding)  # local, or already global: a reshard
     if jax.dtypes.issubdtype(getattr(value, "dtype", None), jax.dtypes.prng_key):
         impl = jax.random.key_impl(value)
         data = _place(jax.random.key_data(value), NamedSharding(sharding.mesh, PartitionSpec()))
