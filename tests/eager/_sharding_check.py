@@ -20,21 +20,21 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-import _sharding_common as common
 import blox as bx
 from blox import eager as nn
+from tests.eager import _sharding_common as common
 
 # Float32 sums over the batch (BatchNorm moments, gradients) split into
 # per-device partial sums add in a different order; 10 Adam steps of 1e-2
 # keep the difference near 1e-7, well inside this.
 TOL = 1e-5
 
-compiles = []
-jax.monitoring.register_event_duration_secs_listener(
-    lambda event, duration, **_: compiles.append(event)
-    if event == "/jax/core/compile/backend_compile_duration"
-    else None
-)
+compiles = []  # one entry per XLA compilation, filled once main() starts listening
+
+
+def _note_compile(event, duration, **_):
+    if event == "/jax/core/compile/backend_compile_duration":
+        compiles.append(event)
 
 
 def close(actual, expected, tol=TOL):
@@ -82,6 +82,7 @@ def run_sharded(mesh, rules, x, y, expected_specs):
 
 def main(worker_dir):
     assert jax.device_count() == 8, jax.devices()
+    jax.monitoring.register_event_duration_secs_listener(_note_compile)
     x, y = common.make_data()
     reference = common.make_model()
     reference, _ = common.train(reference, common.OPTIMIZER.init(nn.trainable(reference)), x, y)

@@ -52,6 +52,7 @@ def make_data():
 @nn.filter_jit
 def train_step(model, opt_state, x, y):
     TRACES.append(jax.tree.structure(model))
+
     def loss_fn(model):
         return jnp.mean((model(x) - y) ** 2)
 
