@@ -4,7 +4,8 @@ JAX fixes its device count at start-up, so the 8 CPU devices
 (`XLA_FLAGS=--xla_force_host_platform_device_count=8`) exist only in a fresh
 process. `python _sharding_check.py WORKER_DIR` trains the shared MLP
 (Linear, BatchNorm, Dropout, Linear) for 10 Adam steps on one device and on
-three layouts of the 8 (data parallel, tensor parallel, FSDP-style), then
+three layouts of the 8 (data parallel, tensor parallel, FSDP-style), and a
+small Transformer block tensor parallel over heads and hidden units, then
 compares the FSDP run with the two-process run whose results and orbax
 checkpoint lie in WORKER_DIR, and restores that checkpoint into this single
 process on two meshes. Each check prints `OK <name>`; a failure raises.
@@ -54,10 +55,10 @@ def whole_batch_statistics(model, x):
     return (1 - m) * hidden.mean(0), m * 1.0 + (1 - m) * hidden.var(0)
 
 
-def run_sharded(mesh, rules, x, y, expected_specs):
+def run_sharded(mesh, rules, x, y, expected_specs, make=common.make_model):
     """10 steps on `mesh`; checks placements after every step and a single compile."""
-    model = nn.shard(common.make_model(), mesh, rules)
-    stats = whole_batch_statistics(model, x)
+    model = nn.shard(make(), mesh, rules)
+    stats = whole_batch_statistics(model, x) if make is common.make_model else None
     opt_state = nn.shard(common.OPTIMIZER.init(nn.trainable(model)), mesh, rules)
     batch = NamedSharding(mesh, P("data"))
     xs, ys = jax.device_put(x, batch), jax.device_put(y, batch)
@@ -65,8 +66,9 @@ def run_sharded(mesh, rules, x, y, expected_specs):
 
     def on_step(model, opt_state):
         if not seen:
-            close(model[1].running_mean, stats[0])
-            close(model[1].running_var, stats[1])
+            if stats is not None:
+                close(model[1].running_mean, stats[0])
+                close(model[1].running_var, stats[1])
             seen.append(len(compiles))
         for name, value in model.state_dict().items():
             spec = expected_specs.get(name, P())
@@ -102,6 +104,25 @@ def main(worker_dir):
     fsdp = run_sharded(data_mesh, common.RULES_FSDP, x, y, fsdp_specs)
     states_close(fsdp, reference)
     print("OK fsdp")
+
+    # A small Transformer block, tensor parallel over heads and hidden units.
+    xb, yb = common.make_sequences()
+    block = common.make_block()
+    block, _ = common.train(block, common.OPTIMIZER.init(nn.trainable(block)), xb, yb)
+    block_specs = {
+        "attn.query.kernel": P(None, "model"),
+        "attn.key.kernel": P(None, "model"),
+        "attn.value.kernel": P(None, "model"),
+        "attn.out.kernel": P("model"),
+        "fc1.kernel": P(None, "model"),
+        "fc1.bias": P("model"),
+        "fc2.kernel": P("model"),
+    }
+    sharded = run_sharded(
+        model_mesh, common.RULES_BLOCK, xb, yb, block_specs, make=common.make_block
+    )
+    states_close(sharded, block)
+    print("OK transformer_block")
 
     # The two-process run fed each process half the batch; same layout, same result.
     final = np.load(os.path.join(worker_dir, "final.npz"))

@@ -67,3 +67,45 @@ def train(model, opt_state, x, y, on_step=None):
         if on_step is not None:
             on_step(model, opt_state)
     return model, opt_state
+
+
+# A pre-norm Transformer block: self-attention and an MLP, each with a residual.
+SEQ, EMBED, HEADS, MLP = 5, 8, 2, 16
+RULES_BLOCK = [("embed", None), ("heads", "model"), ("kv", None), ("mlp", "model")]
+
+
+class Block(nn.Module):
+    """`(batch, SEQ, EMBED)` -> the same; heads and hidden units carry logical names."""
+
+    def __init__(self):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(EMBED, seed=10)
+        # No attention biases: the key bias has a zero gradient in exact
+        # arithmetic, and Adam would turn rounding noise there into full steps.
+        self.attn = nn.MultiHeadAttention(
+            EMBED,
+            HEADS,
+            use_bias=False,
+            kernel_sharding=("embed", "heads", "kv"),
+            out_kernel_sharding=("heads", "kv", "embed"),
+            seed=11,
+        )
+        self.ln2 = nn.LayerNorm(EMBED, seed=12)
+        self.fc1 = nn.Linear(EMBED, MLP, kernel_sharding=("embed", "mlp"), bias_sharding=("mlp",))
+        self.drop = nn.Dropout(0.1, seed=13)
+        self.fc2 = nn.Linear(MLP, EMBED, kernel_sharding=("mlp", "embed"), seed=14)
+
+    def __call__(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.fc2(self.drop(jax.nn.relu(self.fc1(self.ln2(x)))))
+
+
+def make_block():
+    nn.manual_seed(15)
+    return Block()
+
+
+def make_sequences():
+    rng = np.random.RandomState(1)
+    x = rng.normal(size=(BATCH // 4, SEQ, EMBED)).astype(np.float32)
+    return x, np.roll(x, 1, axis=1)  # learn to shift each sequence by one step

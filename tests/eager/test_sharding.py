@@ -203,7 +203,7 @@ def runs(tmp_path_factory):
     results = []
     for process in workers:
         try:
-            stdout, stderr = process.communicate(timeout=180)
+            stdout, stderr = process.communicate(timeout=300)
         except subprocess.TimeoutExpired:
             for other in workers:
                 other.kill()
@@ -214,7 +214,7 @@ def runs(tmp_path_factory):
         env=_env(8),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     return results, check
 
@@ -232,6 +232,7 @@ def test_two_processes_train_and_save_a_sharded_checkpoint(runs):
         "data_parallel",
         "tensor_parallel",
         "fsdp",
+        "transformer_block",
         "two_processes",
         "checkpoint_restore",
         "core_shard",
