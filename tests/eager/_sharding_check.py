@@ -43,9 +43,13 @@ def close(actual, expected, tol=TOL):
 
 
 def states_close(model, reference, tol=TOL):
-    ref = reference.state_dict()
+    """Checks every array against the reference; returns the largest difference."""
+    ref, worst = reference.state_dict(), 0.0
     for name, value in model.state_dict().items():
         close(value, ref[name], tol)
+        diff = np.abs(np.asarray(value, np.float64) - np.asarray(ref[name], np.float64))
+        worst = max(worst, float(diff.max(initial=0.0)))
+    return worst
 
 
 def whole_batch_statistics(model, x):
@@ -91,18 +95,18 @@ def main(worker_dir):
 
     data_mesh = common.auto_mesh((8,), ("data",))
     model = run_sharded(data_mesh, common.RULES_DATA, x, y, {})
-    states_close(model, reference)
+    print(f"DIFF data_parallel {states_close(model, reference):.2e}")
     print("OK data_parallel")
 
     model_mesh = common.auto_mesh((4, 2), ("data", "model"))
     tensor_specs = {"0.kernel": P(None, "model"), "3.kernel": P("model")}
     model = run_sharded(model_mesh, common.RULES_MODEL, x, y, tensor_specs)
-    states_close(model, reference)
+    print(f"DIFF tensor_parallel {states_close(model, reference):.2e}")
     print("OK tensor_parallel")
 
     fsdp_specs = {"0.kernel": P(None, "data"), "3.kernel": P("data")}
     fsdp = run_sharded(data_mesh, common.RULES_FSDP, x, y, fsdp_specs)
-    states_close(fsdp, reference)
+    print(f"DIFF fsdp {states_close(fsdp, reference):.2e}")
     print("OK fsdp")
 
     # A small Transformer block, tensor parallel over heads and hidden units.
@@ -121,14 +125,17 @@ def main(worker_dir):
     sharded = run_sharded(
         model_mesh, common.RULES_BLOCK, xb, yb, block_specs, make=common.make_block
     )
-    states_close(sharded, block)
+    print(f"DIFF transformer_block {states_close(sharded, block):.2e}")
     print("OK transformer_block")
 
     # The two-process run fed each process half the batch; same layout, same result.
     final = np.load(os.path.join(worker_dir, "final.npz"))
     assert sorted(final) == sorted(fsdp.state_dict())
+    worst = 0.0
     for name, value in fsdp.state_dict().items():
         close(final[name], value)
+        worst = max(worst, float(np.abs(final[name] - np.asarray(value)).max(initial=0)))
+    print(f"DIFF two_processes {worst:.2e}")
     print("OK two_processes")
 
     # Its checkpoint, restored here: into the layout it was saved with, and into
