@@ -1,5 +1,13 @@
 """blox.core: the functional engine. Every call is `outputs, params = module(params, x)`."""
 
+from ._attention import MultiHeadAttention as MultiHeadAttention
+from ._attention import SelfAttention as SelfAttention
+from ._attention import apply_rotary_embedding as apply_rotary_embedding
+from ._attention import combine_masks as combine_masks
+from ._attention import dot_product_attention as dot_product_attention
+from ._attention import dot_product_attention_weights as dot_product_attention_weights
+from ._attention import make_attention_mask as make_attention_mask
+from ._attention import make_causal_mask as make_causal_mask
 from ._checkpoint import load_params as load_params
 from ._checkpoint import save_params as save_params
 from ._combinators import EMA as EMA
@@ -44,6 +52,8 @@ from ._scan import SequenceBase as SequenceBase
 from ._scan import dynamic_scan as dynamic_scan
 from ._scan import static_scan as static_scan
 from ._sequential import Sequential as Sequential
+from ._sharding import shard as shard
+from ._sharding import shardings as shardings
 
 __all__ = [
     "BatchApply",
@@ -70,6 +80,7 @@ __all__ = [
     "Linear",
     "Module",
     "Parallel",
+    "MultiHeadAttention",
     "Param",
     "Params",
     "RMSNorm",
@@ -80,14 +91,23 @@ __all__ = [
     "Sequential",
     "SpectralNorm",
     "WeightNorm",
+    "SelfAttention",
+    "apply_rotary_embedding",
     "avg_pool",
+    "combine_masks",
     "display",
+    "dot_product_attention",
+    "dot_product_attention_weights",
     "dynamic_scan",
     "load_params",
+    "make_attention_mask",
+    "make_causal_mask",
     "max_pool",
     "min_pool",
     "pool",
     "save_params",
+    "shard",
+    "shardings",
     "static_scan",
     "sum_pool",
 ]

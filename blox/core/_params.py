@@ -80,8 +80,9 @@ class Param:
     Args:
         value: The array (or any pytree leaf).
         trainable: Whether optimisers should update it (`Params.split` default).
-        metadata: A dict; common keys are ``'sharding'`` (one mesh axis name or
-            `None` per dimension) and ``'tag'``.
+        metadata: A dict; common keys are ``'sharding'`` (one logical axis name
+            or `None` per dimension, mapped onto a mesh by `bx.shardings`) and
+            ``'tag'``.
 
     Raises:
         TypeError: If `trainable` is not a bool or `metadata` not a dict.

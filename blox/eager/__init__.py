@@ -1,5 +1,6 @@
 """blox.eager: the PyTorch-style object API over `blox.core`."""
 
+from ._attention import MultiHeadAttention as MultiHeadAttention
 from ._checkpoint import Checkpoint as Checkpoint
 from ._checkpoint import load as load
 from ._checkpoint import save as save
@@ -40,6 +41,7 @@ from ._recurrent import GRUState as GRUState
 from ._recurrent import LSTMState as LSTMState
 from ._seed import manual_seed as manual_seed
 from ._sequential import Sequential as Sequential
+from ._sharding import shard as shard
 from ._summary import Summary as Summary
 from ._summary import summary as summary
 from ._transforms import filter_grad as filter_grad
@@ -72,6 +74,7 @@ __all__ = [
     "Linear",
     "LoadResult",
     "Module",
+    "MultiHeadAttention",
     "RMSNorm",
     "Scaler",
     "Sequential",
@@ -89,6 +92,7 @@ __all__ = [
     "save",
     "set_typechecking",
     "sum_pool",
+    "shard",
     "summary",
     "trainable",
     "typecheck",

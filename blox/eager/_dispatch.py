@@ -60,6 +60,7 @@ class _Compiled:
         "out_dyn",
         "out_static",
         "out_treedef",
+        "placed",
         "split",
         "used",
         "writers",
@@ -67,6 +68,7 @@ class _Compiled:
 
     def __init__(self) -> None:
         self.changed: list[int] = []
+        self.placed: Any = None  # input placements on a mesh, pinned on outputs (_sharding.py)
         self.writers: list[tuple[tuple[Any, ...], str]] | None = None
         self.split: int | None = None  # donated leaves start here ('all-except-first')
 
@@ -174,6 +176,13 @@ class _Dispatcher:
         key_t = tuple(key)
         try:
             entry = self.cache.get(key_t)
+            if (
+                entry is not None
+                and entry is not _OP_BY_OP
+                and entry.placed is not None
+                and _sharding.moved(entry.placed, dyn)
+            ):
+                entry = None  # same shapes, new placement on the mesh: compile for it
         except TypeError:
             bad = [type(leaf).__name__ for leaf in leaves if not _hashable(leaf)]
             raise TypeError(
@@ -232,11 +241,14 @@ class _Dispatcher:
                     new_arrays=len(new_leaves) > len(leaves),
                 )
             entry.changed = [i for i in positions if new_leaves[i] is not full[i]]
+            state = [new_leaves[i] for i in entry.changed]
+            if entry.placed is not None:
+                state, out = _sharding.pin(entry.placed, entry.changed, state, out)
             out_leaves, entry.out_treedef = jax.tree.flatten(out)
             entry.out_dyn = [i for i, leaf in enumerate(out_leaves) if isinstance(leaf, jax.Array)]
             dyn_set = set(entry.out_dyn)
             entry.out_static = [None if i in dyn_set else leaf for i, leaf in enumerate(out_leaves)]
-            return [out_leaves[i] for i in entry.out_dyn], [new_leaves[i] for i in entry.changed]
+            return [out_leaves[i] for i in entry.out_dyn], state
 
         donate: tuple[int, ...] = ()
         if self.donate in ("all", "warn"):
@@ -247,6 +259,7 @@ class _Dispatcher:
             first = len(jax.tree.leaves(lead)) + (len(jax.tree.leaves(args[0])) if args else 0)
             entry.split = sum(1 for p in positions if p < first)
             donate = (1,)
+        entry.placed = _sharding.placements(root, leaves, positions)
         entry.jitted = jax.jit(traced, donate_argnums=donate)
         return entry
 
@@ -483,3 +496,6 @@ def compile_stats(fn: Any) -> CompileStats:
     values = list(dispatcher.cache.values())
     op_by_op = sum(1 for v in values if v is _OP_BY_OP)
     return CompileStats(dispatcher.traces, dispatcher.compiles, len(values) - op_by_op, op_by_op)
+
+
+from . import _sharding  # noqa: E402  (it imports Module, which imports this file)

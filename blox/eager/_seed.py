@@ -96,11 +96,15 @@ def build_core(
     names = [
         name
         for name, p in inspect.signature(core_cls.__init__).parameters.items()
-        if name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD
+        if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     ]
     # The graph and the sizes are given positionally; the init Rng is ours.
     taken = {"rng", *names[: 1 + len(args)]}
     allowed = [name for name in names if name not in taken]
+    options = _sharding_options(where, options, allowed)
+    allowed += [
+        name[: -len("metadata")] + "sharding" for name in allowed if name.endswith("_metadata")
+    ]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise TypeError(
@@ -122,6 +126,35 @@ def build_core(
             cache.pop(next(iter(cache)))
         cache[key] = (layer, rng)
     return layer, rng
+
+
+def _sharding_options(where: str, options: dict[str, Any], allowed: list[str]) -> dict[str, Any]:
+    """`<param>_sharding=names` as the core's `<param>_metadata={'sharding': names}`.
+
+    One option name per param for every layer: whatever core option stores a
+    param's metadata, its eager twin takes the param's logical axis names as
+    `<param>_sharding` (read by `nn.shard` and `bx.shardings`).
+    """
+    out = dict(options)
+    for name, names in options.items():
+        target = name[: -len("sharding")] + "metadata"
+        if not name.endswith("_sharding") or target not in allowed:
+            continue
+        if not isinstance(names, tuple) or not all(n is None or isinstance(n, str) for n in names):
+            raise TypeError(
+                f"{where}: expected {name} to be a tuple of logical axis names (or None), "
+                f"got {names!r}. Fix: pass one name per dimension, e.g. ('embed', 'mlp')."
+            )
+        metadata = dict(out.pop(target, None) or {})
+        if "sharding" in metadata:
+            raise ValueError(
+                f"{where}: expected the sharding of one param once, got both {name} and "
+                f"{target}['sharding']. Fix: keep only {name}."
+            )
+        metadata["sharding"] = names
+        del out[name]
+        out[target] = metadata
+    return out
 
 
 def init_params(
