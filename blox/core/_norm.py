@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ._checks import nonempty_batch
 from ._graph import Graph
 from ._module import Initializer, Module, _lead, _where
 from ._params import Params
@@ -256,6 +257,7 @@ class BatchNorm(_Norm):
             params, "running_var", shape, _ONES, trainable=False, rng=self.rng
         )
         if is_training:
+            nonempty_batch(_where(self), inputs.shape[:-1])
             mean, var = self._moments(inputs, tuple(range(inputs.ndim - 1)))
             mean, var = mean.reshape(shape), var.reshape(shape)
             m = self.momentum

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from blox.core import _checks
+
 from ._context import CONTEXT, INIT_LIMIT
 from ._dispatch import _UNTRACEABLE
 
@@ -57,7 +59,10 @@ def _next_key(seed: Any, where: str) -> jax.Array:
         _stream["count"] += 1
         return key
     if _is_int(seed):
-        return jax.random.key(int(seed))
+        # Any size: reduced modulo 2**64 into the int64 range jax.random.key takes
+        # (so seeds that differ by a multiple of 2**64 give the same stream).
+        value = int(seed) % 2**64
+        return jax.random.key(value - 2**64 if value >= 2**63 else value)
     if isinstance(seed, jax.Array | np.ndarray):
         if jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key):
             if seed.shape == ():
@@ -107,6 +112,13 @@ def build_core(
             f"{where}: expected options among {allowed}, got unknown {unknown}. "
             "Fix: use the core layer's option names; sizes are positional arguments."
         )
+    # Validated here, so errors name the eager layer as the user wrote it, not
+    # the hidden core path: sizes by their core names, options by theirs.
+    _checks.check_options(where, dict(zip(names[1:], args)))
+    for name, value in zip(names[1:], args):
+        if name not in _checks.BY_OPTION and _checks.is_size(value):
+            _checks.positive_ints(where, name, value)
+    _checks.check_options(where, options)
     try:
         key = (core_cls, _hashable(args), _hashable(options))
     except TypeError:
@@ -122,6 +134,44 @@ def build_core(
             cache.pop(next(iter(cache)))
         cache[key] = (layer, rng)
     return layer, rng
+
+
+def sizes(where: str, **values: Any) -> None:
+    """Checks a layer's size arguments (positive ints, per axis for tuples).
+
+    Part of the layer-author contract: call it with the sizes under the names
+    the user passed them, before `build_core`, so the error names them.
+
+    Raises:
+        TypeError: If a size is not an int (a bool or a float is not).
+        ValueError: If a size is below 1.
+
+    Example:
+        >>> from blox.eager import sizes
+        >>> sizes('nn.Linear(3, 0)', in_features=3, out_features=0)
+        Traceback (most recent call last):
+        ValueError: nn.Linear(3, 0): expected out_features to be a positive int, got 0. Fix: pass a size of at least 1.
+    """
+    for name, value in values.items():
+        _checks.positive_ints(where, name, value)
+
+
+def groups(where: str, count: Any, in_channels: int, out_channels: int) -> None:
+    """Checks a grouped layer's group count: an int >= 1 dividing both channel counts.
+
+    Raises:
+        TypeError: If `count` is not an int.
+        ValueError: If it is below 1 or does not divide a channel count.
+
+    Example:
+        >>> from blox.eager import groups
+        >>> groups('nn.Conv(4, 6, kernel_size=(3,))', 3, 4, 6)
+        Traceback (most recent call last):
+        ValueError: nn.Conv(4, 6, kernel_size=(3,)): expected feature_group_count to divide in_channels 4, got 3. Fix: pick a feature_group_count that divides both channel counts.
+    """
+    _checks.positive_int(where, "feature_group_count", count)
+    _checks.divides(where, "feature_group_count", count, "in_channels", in_channels)
+    _checks.divides(where, "feature_group_count", count, "out_channels", out_channels)
 
 
 def init_params(
