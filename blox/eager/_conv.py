@@ -9,7 +9,7 @@ from jaxtyping import Array, Float
 from blox import core
 
 from ._core_module import CoreModule
-from ._seed import build_core, groups, init_params, sizes
+from ._seed import build_core, check_groups, check_sizes, init_params
 from ._typecheck import typecheck
 
 
@@ -39,8 +39,8 @@ class _ConvLayer(CoreModule):
         self.kernel_size = kernel
         self.options = tuple(sorted(options.items(), key=lambda kv: kv[0]))
         where = f"nn.{type(self).__name__}({in_channels}, {out_channels}, kernel_size={kernel})"
-        sizes(where, in_channels=in_channels, out_channels=out_channels, kernel_size=kernel)
-        groups(where, options.get("feature_group_count", 1), in_channels, out_channels)
+        check_sizes(where, in_channels=in_channels, out_channels=out_channels, kernel_size=kernel)
+        check_groups(where, options.get("feature_group_count", 1), in_channels, out_channels)
         layer, rng = build_core(where, self._core_cls, (kernel, out_channels), options)
         x = jnp.zeros((1, *_example_spatial(layer), in_channels), jnp.float32)
         params = init_params(where, rng, seed, lambda p: layer(p, x)[1], signature=(layer, x.shape))

@@ -8,7 +8,7 @@ from jaxtyping import Array, Float
 from blox import core
 
 from ._core_module import CoreModule
-from ._seed import build_core, init_params, sizes
+from ._seed import build_core, check_sizes, init_params
 from ._typecheck import typecheck
 
 
@@ -49,7 +49,7 @@ class Linear(CoreModule):
         options = {"use_bias": use_bias, **options}
         self.options = tuple(sorted(options.items(), key=lambda kv: kv[0]))
         where = f"nn.Linear({in_features}, {out_features})"
-        sizes(where, in_features=in_features, out_features=out_features)
+        check_sizes(where, in_features=in_features, out_features=out_features)
         layer, rng = build_core(where, core.Linear, (out_features,), options)
         params = init_params(
             where,

@@ -95,6 +95,30 @@ def build_core(
 
     Core modules hold configuration only, so every eager layer with the same
     configuration uses the same one, which also makes their treedefs equal.
+    Part of the layer-author contract (see docs/writing-layers.md).
+
+    Args:
+        where: The layer as the user wrote it (``'nn.Linear(3, 4)'``); errors
+            name it.
+        core_cls: The `blox.core` module class.
+        args: Its positional sizes after the graph (checked as positive ints).
+        options: Its keyword options (strides, epsilon, rates and padding are
+            checked; unknown names are refused).
+
+    Returns:
+        `(core_module, rng)`: the shared core module and the `Rng` to seed for
+        its parameters.
+
+    Raises:
+        TypeError: For an unknown option or a size of the wrong type.
+        ValueError: For a size, stride, rate, epsilon or padding out of range.
+
+    Example:
+        >>> import blox as bx
+        >>> from blox import eager as nn
+        >>> layer, rng = nn.build_core('nn.Linear(3, 4)', bx.Linear, (4,), {})
+        >>> layer is nn.build_core('nn.Linear(3, 4)', bx.Linear, (4,), {})[0]
+        True
     """
     from blox import core
 
@@ -136,7 +160,7 @@ def build_core(
     return layer, rng
 
 
-def sizes(where: str, **values: Any) -> None:
+def check_sizes(where: str, **values: Any) -> None:
     """Checks a layer's size arguments (positive ints, per axis for tuples).
 
     Part of the layer-author contract: call it with the sizes under the names
@@ -147,8 +171,8 @@ def sizes(where: str, **values: Any) -> None:
         ValueError: If a size is below 1.
 
     Example:
-        >>> from blox.eager import sizes
-        >>> sizes('nn.Linear(3, 0)', in_features=3, out_features=0)
+        >>> from blox.eager import check_sizes
+        >>> check_sizes('nn.Linear(3, 0)', in_features=3, out_features=0)
         Traceback (most recent call last):
         ValueError: nn.Linear(3, 0): expected out_features to be a positive int, got 0. Fix: pass a size of at least 1.
     """
@@ -156,7 +180,7 @@ def sizes(where: str, **values: Any) -> None:
         _checks.positive_ints(where, name, value)
 
 
-def groups(where: str, count: Any, in_channels: int, out_channels: int) -> None:
+def check_groups(where: str, count: Any, in_channels: int, out_channels: int) -> None:
     """Checks a grouped layer's group count: an int >= 1 dividing both channel counts.
 
     Raises:
@@ -164,8 +188,8 @@ def groups(where: str, count: Any, in_channels: int, out_channels: int) -> None:
         ValueError: If it is below 1 or does not divide a channel count.
 
     Example:
-        >>> from blox.eager import groups
-        >>> groups('nn.Conv(4, 6, kernel_size=(3,))', 3, 4, 6)
+        >>> from blox.eager import check_groups
+        >>> check_groups('nn.Conv(4, 6, kernel_size=(3,))', 3, 4, 6)
         Traceback (most recent call last):
         ValueError: nn.Conv(4, 6, kernel_size=(3,)): expected feature_group_count to divide in_channels 4, got 3. Fix: pick a feature_group_count that divides both channel counts.
     """
@@ -189,7 +213,32 @@ def init_params(
     dispatch instead of compiling each random primitive for each new shape.
     Initialisers that need concrete values (e.g. `int(key_data)` to seed
     numpy) cannot be compiled: that configuration then runs op by op, with
-    one warning.
+    one warning. Part of the layer-author contract (see
+    docs/writing-layers.md).
+
+    Args:
+        where: The layer as the user wrote it (for errors and warnings).
+        rng: The `Rng` returned by `build_core`.
+        seed: The user's `seed=` (int, key, or `None` for the global stream).
+        create: `params -> params`: runs the core module once to create them.
+        signature: Hashable description of everything `create` depends on
+            besides the key, or `None` not to compile.
+
+    Returns:
+        The created `blox.core.Params`, in creation order.
+
+    Raises:
+        TypeError: If `seed` is not an int, a key or `None`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import blox as bx
+        >>> from blox import eager as nn
+        >>> layer, rng = nn.build_core('nn.Linear(3, 4)', bx.Linear, (4,), {})
+        >>> params = nn.init_params('nn.Linear(3, 4)', rng, 0,
+        ...                         lambda p: layer(p, jnp.zeros((1, 3)))[1])
+        >>> sorted('/'.join(path) for path in params.keys() if path[1] == 'layer')
+        ['blox/layer/bias', 'blox/layer/kernel']
     """
     from blox import core
 
