@@ -150,7 +150,11 @@ class Module:
     anything else is static configuration. The object is a JAX pytree whose
     leaves are exactly its arrays, so `jax.tree.map`, `eqx.filter_jit`,
     `eqx.partition`, `eqx.apply_updates` and optax all work on it. New objects
-    are in training mode.
+    are in training mode. Models pickle, and `copy.deepcopy` gives an
+    independent model whose RNG state (each Dropout's seed and counter) is a
+    copy too: the copy replays the original's dropout masks from that point,
+    exactly as a model restored from a checkpoint would. Load a different
+    seed into the copy (`load_state_dict`) to decorrelate them.
 
     Raises:
         AttributeError: If an attribute is assigned before

@@ -348,3 +348,23 @@ def test_seeds_of_any_size_are_accepted():
     a = nn.Linear(2, 2, seed=2**70)
     b = nn.Linear(2, 2, seed=-(2**40))
     assert a.kernel.shape == b.kernel.shape == (2, 2)
+
+
+# -- pickle and deepcopy ---------------------------------------------------------------------
+
+
+def test_models_pickle_and_deepcopy_is_independent():
+    import copy
+    import pickle
+
+    model = nn.Sequential(nn.Linear(2, 3, seed=0), nn.Dropout(0.5, seed=0), nn.Embed(4, 3, seed=0))
+    x = jnp.ones((2, 2))
+    back = pickle.loads(pickle.dumps(model))
+    for (name, a), b in zip(model.state_dict().items(), back.state_dict().values(), strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    np.testing.assert_array_equal(back[0](x), model[0](x))
+    twin = copy.deepcopy(model)
+    np.testing.assert_array_equal(twin[1](x), model[1](x))  # documented: the stream is copied
+    twin[0].kernel = twin[0].kernel + 1
+    assert not np.array_equal(twin[0].kernel, model[0].kernel)
+    assert int(twin[1].rng.counter) == int(model[1].rng.counter) == 1
