@@ -106,8 +106,6 @@ def _dimension_numbers(n: int, transpose: bool) -> jax.lax.ConvDimensionNumbers:
 
 
 class _ConvBase(Module):
-    _transpose = False
-
     def _setup(self, kernel_size: int | Sequence[int], output_channels: int) -> None:
         self.kernel_size = (kernel_size,) if isinstance(kernel_size, int) else tuple(kernel_size)
         self.output_channels = output_channels
@@ -292,8 +290,6 @@ class ConvTranspose(_ConvBase):
         >>> y.shape, params[('net', 'up', 'kernel')].value.shape
         ((10, 10, 4), (3, 3, 4, 3))
     """
-
-    _transpose = True
 
     def __init__(
         self,
