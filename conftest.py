@@ -1,4 +1,4 @@
-"""Test-wide JAX settings: strict rank promotion, as STYLE.md asks."""
+"""Test-wide JAX settings: strict rank promotion (the `[tool.pytest.ini_options]` of pyproject.toml makes warnings errors)."""
 
 import jax
 

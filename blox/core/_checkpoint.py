@@ -24,6 +24,7 @@ import json
 import numbers
 import os
 import secrets
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -176,12 +177,19 @@ def _atomic_write(where: str, path: str, data: bytes) -> None:
     `tempfile.mkstemp` so that the checkpoint gets the permissions of any
     newly written file (umask applied), not mkstemp's private 0o600.
     """
+    _check_path(where, path, "save to")
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            f"{where}: expected a file path to save to, got the folder '{path}'. Fix: "
+            "name a file inside it, e.g. os.path.join(folder, 'model.safetensors')."
+        )
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(
             f"{where}: expected an existing folder for '{path}', got no folder "
             f"'{folder}'. Fix: create it first, e.g. os.makedirs(folder, exist_ok=True)."
         )
+    _remove_stale_temps(folder, os.path.basename(path))
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     while True:
         tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
@@ -190,17 +198,65 @@ def _atomic_write(where: str, path: str, data: bytes) -> None:
             break
         except FileExistsError:
             continue
+        except OSError as error:
+            raise _os_error(where, "save to", path, error) from None
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(error, OSError):
+            raise _os_error(where, "save to", path, error) from None
         raise
     _fsync_folder(folder)
+
+
+# A temporary file untouched this long belongs to a save that was killed (a
+# live save writes, fsyncs and renames its file within moments of its last
+# write), so the next save to the same path removes it.
+_STALE_TEMP_SECONDS = 600.0
+
+
+def _remove_stale_temps(folder: str, name: str) -> None:
+    prefix, now = f".{name}.", time.time()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            if entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    if now - entry.stat().st_mtime > _STALE_TEMP_SECONDS:
+                        os.unlink(entry.path)
+
+
+def _check_path(where: str, path: str, operation: str) -> None:
+    if path == "":
+        raise ValueError(
+            f"{where}: expected a file path to {operation}, got an empty path. Fix: "
+            "pass e.g. 'model.safetensors'."
+        )
+
+
+def _os_error(where: str, operation: str, path: str, error: OSError) -> OSError:
+    """`error` re-raised naming the user's path and the operation, not a temp file."""
+    reason = error.strerror or type(error).__name__
+    text = (
+        f"{where}: expected to {operation} '{path}', got {type(error).__name__} "
+        f"({reason}). Fix: check the path and its folder's permissions."
+    )
+    try:
+        return type(error)(error.errno, text) if error.errno is not None else type(error)(text)
+    except TypeError:
+        return OSError(text)
+
+
+def _clean(text: Any, limit: int = 80) -> str:
+    """Text from a file, safe to echo: control characters escaped, length capped."""
+    text = str(text)
+    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return out + ("..." if len(text) > limit else "")
 
 
 def _fsync_folder(folder: str) -> None:
@@ -227,6 +283,25 @@ def _corrupt(where: str, path: str, got: str) -> ValueError:
     )
 
 
+# safetensors' own limit on the JSON header.
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def _read_checked(where: str, path: str, file: Any) -> bytes:
+    """The file's bytes, read only after its header length fits the file."""
+    size = os.fstat(file.fileno()).st_size
+    if os.path.isdir(path):
+        raise IsADirectoryError(path)
+    head = file.read(8)
+    if len(head) == 8:
+        length = int.from_bytes(head, "little")
+        if length > _MAX_HEADER or 8 + length > size:
+            raise _corrupt(
+                where, path, f"a header length of {length} bytes in a file of {size} bytes"
+            )
+    return head + file.read()
+
+
 def _header(where: str, path: str, data: bytes) -> dict[str, Any]:
     """The parsed JSON header, after checking it against the file size."""
     size = len(data)
@@ -237,7 +312,7 @@ def _header(where: str, path: str, data: bytes) -> dict[str, Any]:
         raise _corrupt(where, path, f"a header length of {length} bytes in a file of {size} bytes")
     try:
         header = json.loads(data[8 : 8 + length])
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # deep nesting: RecursionError
         header = None
     if not isinstance(header, dict):
         raise _corrupt(where, path, "a header that is not a JSON object")
@@ -251,7 +326,7 @@ def _header(where: str, path: str, data: bytes) -> dict[str, Any]:
             and len(offsets) == 2
             and all(isinstance(o, int) and o >= 0 for o in offsets)
         ):
-            raise _corrupt(where, path, f"no byte range for tensor {name!r} in the header")
+            raise _corrupt(where, path, f"no byte range for tensor '{_clean(name)}' in the header")
         end = max(end, offsets[1])
     stored = size - 8 - length
     if stored != end:
@@ -273,14 +348,22 @@ def _read(where: str, path: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]
     """
     safetensors = _safetensors(where)
     path = os.fspath(path)
+    _check_path(where, path, "load")
     try:
         with open(path, "rb") as file:
-            data = file.read()
+            data = _read_checked(where, path, file)
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{where}: expected a checkpoint file, got no file at '{path}'. Fix: check "
             "the path (nn.save and bx.save_params write it)."
         ) from None
+    except IsADirectoryError:
+        raise IsADirectoryError(
+            f"{where}: expected a checkpoint file, got the folder '{path}'. Fix: pass "
+            "the file inside it, e.g. os.path.join(folder, 'model.safetensors')."
+        ) from None
+    except OSError as error:
+        raise _os_error(where, "load", path, error) from None
     metadata = dict(_header(where, path, data).get("__metadata__") or {})
     try:
         views = safetensors.deserialize(data)
@@ -293,21 +376,29 @@ def _read(where: str, path: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]
         if dtype is None:
             raise ValueError(
                 f"{where}: expected tensors of a dtype blox can load in '{path}', got "
-                f"{name!r} of safetensors dtype {info['dtype']}. Fix: convert it to one "
-                f"of {', '.join(table)} before loading."
+                f"'{_clean(name)}' of safetensors dtype {_clean(info['dtype'])}. Fix: "
+                f"convert it to one of {', '.join(table)} before loading."
             )
         tensors[name] = np.frombuffer(info["data"], dtype).reshape(tuple(info["shape"]))
     try:
         version = int(metadata.get("format", FORMAT_VERSION))
         metadata["step"] = json.loads(metadata.get("step", "null"))
         metadata["key_impls"] = json.loads(metadata.get("key_impls", "{}"))
-    except ValueError as error:
-        raise _corrupt(where, path, f"unreadable blox metadata ({error})") from error
+    except (ValueError, RecursionError) as error:
+        raise _corrupt(where, path, f"unreadable blox metadata ({_clean(error)})") from None
+    step = metadata["step"]
+    if step is not None and (not isinstance(step, int) or isinstance(step, bool)):
+        raise _corrupt(where, path, f"a step of type {type(step).__name__} in its metadata")
+    impls = metadata["key_impls"]
+    if not isinstance(impls, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in impls.items()
+    ):
+        raise _corrupt(where, path, "key_impls metadata that is not a string-to-string map")
     if version > FORMAT_VERSION:
         raise ValueError(
             f"{where}: expected a checkpoint of format {FORMAT_VERSION} or older in "
             f"'{path}', got format {version} (written by blox "
-            f"{metadata.get('blox_version', '?')}). Fix: upgrade blox to load it."
+            f"{_clean(metadata.get('blox_version', '?'))}). Fix: upgrade blox to load it."
         )
     return tensors, metadata
 
@@ -534,7 +625,9 @@ def _rebuild(
         entries = layout["entries"]
         names = [entry["name"] for entry in entries]
     except (ValueError, KeyError, TypeError) as error:
-        raise _corrupt(where, os.fspath(path), f"unreadable params metadata ({error})") from error
+        raise _corrupt(
+            where, os.fspath(path), f"unreadable params metadata ({_clean(error)})"
+        ) from None
     if sorted(names) != sorted(tensors):
         raise _corrupt(where, os.fspath(path), "params metadata that disagrees with its tensors")
     data = {}

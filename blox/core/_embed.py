@@ -7,10 +7,11 @@ import jax.numpy as jnp
 
 from ._dtypes import promote_dtype
 from ._graph import Graph
+from ._initializers import VarianceScaling
 from ._module import Initializer, Module, _where
 from ._params import Params
 
-_DEFAULT_EMBEDDING_INIT = jax.nn.initializers.variance_scaling(1.0, "fan_in", "normal", out_axis=0)
+_DEFAULT_EMBEDDING_INIT = VarianceScaling(1.0, "fan_in", "normal", out_axis=0)
 
 
 class Embed(Module):

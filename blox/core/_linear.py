@@ -18,10 +18,11 @@ import numpy as np
 
 from ._dtypes import promote_dtype
 from ._graph import Graph
+from ._initializers import LECUN_NORMAL
 from ._module import Initializer, Module, _lead, _where
 from ._params import Params
 
-_DEFAULT_KERNEL_INIT = jax.nn.initializers.lecun_normal()
+_DEFAULT_KERNEL_INIT = LECUN_NORMAL  # jax.nn.initializers.lecun_normal(), picklable
 _DEFAULT_BIAS_INIT = jax.nn.initializers.zeros
 
 

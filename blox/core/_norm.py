@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._checks import nonempty_batch
 from ._graph import Graph
 from ._module import Initializer, Module, _where
 from ._params import Params
@@ -483,6 +484,7 @@ class BatchNorm(_Norm):
         if not is_training:
             mean, var = running_mean.reshape(broadcast), running_var.reshape(broadcast)
             return self._normalize(params, inputs, mean, var, features)
+        nonempty_batch(_where(self), tuple(inputs.shape[a] for a in reduce))
         mean, var = self._moments(_float(inputs), reduce, mask=mask)
         batch_mean = jax.lax.stop_gradient(mean).reshape(shape)
         batch_var = jax.lax.stop_gradient(var).reshape(shape)

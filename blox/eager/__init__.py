@@ -39,6 +39,10 @@ from ._recurrent import GRU as GRU
 from ._recurrent import LSTM as LSTM
 from ._recurrent import GRUState as GRUState
 from ._recurrent import LSTMState as LSTMState
+from ._seed import build_core as build_core
+from ._seed import check_groups as check_groups
+from ._seed import check_sizes as check_sizes
+from ._seed import init_params as init_params
 from ._seed import manual_seed as manual_seed
 from ._sequential import Sequential as Sequential
 from ._sharding import shard as shard
@@ -57,6 +61,7 @@ __all__ = [
     "BatchNorm",
     "Bias",
     "Checkpoint",
+    "CompileStats",
     "Conv",
     "ConvLocal",
     "ConvTranspose",
@@ -77,13 +82,21 @@ __all__ = [
     "MultiHeadAttention",
     "RMSNorm",
     "Scaler",
+    "RemovableHandle",
     "Sequential",
     "Summary",
     "avg_pool",
+    "build_core",
+    "cache_sizes",
+    "check_groups",
+    "check_sizes",
+    "clear_caches",
+    "compile_stats",
     "filter_grad",
     "filter_jit",
     "filter_value_and_grad",
     "from_core",
+    "init_params",
     "load",
     "manual_seed",
     "max_pool",

@@ -15,7 +15,7 @@ from jaxtyping import Array, Float
 from blox import core
 
 from ._core_module import CoreModule
-from ._seed import build_core, init_params
+from ._seed import build_core, check_groups, check_sizes, init_params
 from ._typecheck import typecheck
 
 
@@ -44,6 +44,8 @@ class _ConvLayer(CoreModule):
         where = (
             f"nn.{type(self).__name__}({in_channels}, {out_channels}, kernel_size={kernel}{shown})"
         )
+        check_sizes(where, in_channels=in_channels, out_channels=out_channels, kernel_size=kernel)
+        check_groups(where, options.get("feature_group_count", 1), in_channels, out_channels)
         layer, rng = build_core(where, self._core_cls, (kernel, out_channels), options)
         spatial = list(_example_spatial(layer) if spatial is None else spatial)
         batch = getattr(layer, "batch_group_count", 1)

@@ -175,7 +175,13 @@ class CoreModule(Module):
             (1, 3)
         """
         params = self.core_params()
-        out, new = method(params, *args, **kwargs)
+        try:
+            out, new = method(params, *args, **kwargs)
+        except (TypeError, ValueError) as error:
+            renamed = _renamed(error, self)
+            if renamed is None:
+                raise
+            raise renamed from None
         old_data, new_data = params._data, new._data
         for entry in self.__dict__["_blox_entries"]:
             if entry.trainable or new_data[entry.path] is old_data[entry.path]:
@@ -201,6 +207,18 @@ class CoreModule(Module):
             if seed is not None:
                 guard_draw(seed.value, old)
         _set(self, entry.chain, value)
+
+
+def _renamed(error: Exception, module: CoreModule) -> Exception | None:
+    """`error` naming the eager layer instead of its hidden core path ('blox/layer')."""
+    core = module.__dict__.get("_blox_core")
+    if core is None or type(error) not in (TypeError, ValueError) or len(error.args) != 1:
+        return None
+    hidden = f"{type(core).__name__} at {'/'.join(core.graph.path)!r}"
+    text = str(error.args[0])
+    if hidden not in text or core.graph.path[:1] != ("blox",):
+        return None
+    return type(error)(text.replace(hidden, f"nn.{type(module).__name__}"))
 
 
 def from_core(module: Any, params: Any, *, method: str = "__call__") -> CoreModule:

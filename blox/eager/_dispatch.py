@@ -218,6 +218,12 @@ class _Dispatcher:
         return entry.jitted.lower(*groups)
 
     def _compile(self, leaves: list[Any], treedef: Any, root: Any) -> _Compiled:
+        from ._module import check_no_aliases  # (imports this module)
+
+        # Once per signature: a module object held in two places would be traced
+        # as two copies and untie. Assignment refuses most such cases; this
+        # catches one assigned into a sub-module after the fact.
+        check_no_aliases(root)
         entry = _Compiled()
         positions = [i for i, leaf in enumerate(leaves) if isinstance(leaf, _ARRAY_TYPES)]
         template = [None if isinstance(leaf, _ARRAY_TYPES) else leaf for leaf in leaves]

@@ -10,7 +10,7 @@ from blox import core
 
 from ._core_module import CoreModule
 from ._module import Module
-from ._seed import build_core, init_params
+from ._seed import build_core, check_sizes, init_params
 from ._typecheck import typecheck
 
 
@@ -51,6 +51,7 @@ class Linear(CoreModule):
         options = {"use_bias": use_bias, **options}
         self.options = tuple(sorted(options.items(), key=lambda kv: kv[0]))
         where = f"nn.Linear({in_features}, {out_features})"
+        check_sizes(where, in_features=in_features, out_features=out_features)
         layer, rng = build_core(where, core.Linear, (out_features,), options)
         params = init_params(
             where,

@@ -71,6 +71,77 @@ def _check_container(owner: "Module", name: str, value: Any) -> None:
             )
 
 
+def _dtype_problem(want: Any, value: Any) -> str:
+    """Why `value` cannot be cast to `want` without changing it ('' if it can)."""
+    if jnp.issubdtype(want, jnp.inexact):
+        return ""
+    got = np.asarray(value)
+    if jnp.issubdtype(got.dtype, jnp.inexact):
+        return f"expected {np.dtype(want).name} values, got {got.dtype.name}"
+    if jnp.issubdtype(want, jnp.integer) and got.size:
+        info = np.iinfo(want)
+        low, high = got.min(), got.max()
+        if low < info.min or high > info.max:
+            return f"expected values in [{info.min}, {info.max}] for {np.dtype(want).name}, got [{low}, {high}]"
+    return ""
+
+
+def _float_kind(value: Any) -> bool:
+    return jnp.issubdtype(value.dtype, jnp.inexact)
+
+
+def _check_not_aliased(owner: "Module", name: str, value: Any) -> None:
+    """Refuses a module object that `owner`'s tree already holds under another name."""
+    old = owner.__dict__.get(name)
+    held = {
+        id(m): path
+        for child_name, child in owner.named_children()
+        if child_name != name and not child_name.startswith(name + ".")
+        for path, m in child.named_modules(child_name)
+    }
+    if old is not None and isinstance(old, Module):
+        held.pop(id(old), None)
+    incoming = value if isinstance(value, Module) else None
+    candidates = (
+        [m for _, m in incoming.named_modules()]
+        if incoming is not None
+        else [m for _, c in _container_modules(name, value) for m in c.modules()]
+    )
+    seen: dict[int, int] = {}
+    for module in candidates:
+        if id(module) in held or id(module) == id(owner) or seen.get(id(module)):
+            where = held.get(id(module), "itself" if module is owner else "another place")
+            raise _aliased(owner, name, type(module).__name__, where)
+        seen[id(module)] = 1
+
+
+def _aliased(owner: Any, name: str, kind: str, where: str) -> TypeError:
+    return TypeError(
+        f"{type(owner).__name__}.{name}: expected a module held in one place only, got "
+        f"a {kind} that is already registered as {where!r}; under any transformation "
+        "the two names would become two copies and untie silently. Fix: keep one "
+        "attribute and call it wherever it is needed (self.a(x) twice ties the "
+        "weights), or build a second module and copy the weights with "
+        "load_state_dict if they should start equal."
+    )
+
+
+def check_no_aliases(tree: Any) -> None:
+    """Raises if one module object appears twice in `tree` (see `_aliased`)."""
+    roots = [
+        n
+        for n in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, Module))
+        if isinstance(n, Module)
+    ]
+    seen: dict[int, str] = {}
+    for index, root in enumerate(roots):
+        prefix = f"argument {index}" if len(roots) > 1 else ""
+        for path, module in root.named_modules(prefix):
+            if id(module) in seen:
+                raise _aliased(root, path, type(module).__name__, seen[id(module)] or "(root)")
+            seen[id(module)] = path
+
+
 class Module:
     """Base class of eager models: assign layers as attributes, write `__call__`.
 
@@ -79,7 +150,11 @@ class Module:
     anything else is static configuration. The object is a JAX pytree whose
     leaves are exactly its arrays, so `jax.tree.map`, `eqx.filter_jit`,
     `eqx.partition`, `eqx.apply_updates` and optax all work on it. New objects
-    are in training mode.
+    are in training mode. Models pickle, and `copy.deepcopy` gives an
+    independent model whose RNG state (each Dropout's seed and counter) is a
+    copy too: the copy replays the original's dropout masks from that point,
+    exactly as a model restored from a checkpoint would. Load a different
+    seed into the copy (`load_state_dict`) to decorrelate them.
 
     Raises:
         AttributeError: If an attribute is assigned before
@@ -145,6 +220,13 @@ class Module:
                     f"array of the same shape, or `del module.{name}` first to "
                     "replace it with a new one."
                 )
+            if _float_kind(old) and not _float_kind(value):
+                raise TypeError(
+                    f"{type(self).__name__}.{name}: expected a floating-point array "
+                    f"(the parameter is {old.dtype}), got {value.dtype}, whose "
+                    "gradient would silently be None. Fix: cast it first, e.g. "
+                    f"module.{name} = value.astype({str(old.dtype)!r})."
+                )
             d[name] = jnp.asarray(value) if isinstance(value, np.ndarray) else value
             return
         if name.startswith("_blox_"):
@@ -154,13 +236,25 @@ class Module:
         kinds = d["_blox_kinds"] = dict(kinds)  # copies may share it: copy on write
         kinds.pop(name, None)
         if isinstance(value, Module):
+            _check_not_aliased(self, name, value)
             kinds[name] = _CHILD
         elif _is_array(value):
             value = jnp.asarray(value)
             kinds[name] = _PARAM
         elif isinstance(value, list | tuple | dict) and _holds_modules(value):
             _check_container(self, name, value)
+            _check_not_aliased(self, name, value)
             kinds[name] = _CONTAINER
+        elif isinstance(value, list | tuple | dict) and any(
+            _is_array(leaf) for leaf in jax.tree.leaves(value)
+        ):
+            raise TypeError(
+                f"{type(self).__name__}.{name}: expected arrays as attributes of their "
+                f"own, got a {type(value).__name__} holding arrays, which would be "
+                "neither parameters nor configuration. Fix: assign each array to its "
+                f"own attribute (self.{name}_0 = ...), stack them into one array, or "
+                "hold them in sub-modules."
+            )
         d.pop(name, None)  # keep dynamic attributes in assignment order
         d[name] = value
         _restructure(self)
@@ -453,7 +547,10 @@ class Module:
             `LoadResult(missing_keys, unexpected_keys)`.
 
         Raises:
-            ValueError: Listing missing, unexpected and shape-mismatched names.
+            ValueError: Listing missing, unexpected and shape-mismatched names,
+                and values that do not fit the array they replace (a float
+                into an integer array such as an RNG seed, or an integer out
+                of its range).
 
         Example:
             >>> import jax.numpy as jnp
@@ -466,13 +563,17 @@ class Module:
         entries = {name: (owner, attr) for name, owner, attr in self._named_arrays()}
         missing = [name for name in entries if name not in state_dict]
         unexpected = [name for name in state_dict if name not in entries]
-        mismatched = []
+        mismatched, bad_values = [], []
         for name, (owner, attr) in entries.items():
             if name in state_dict:
                 want = tuple(owner.__dict__[attr].shape)
                 got = tuple(np.shape(state_dict[name]))
                 if want != got:
                     mismatched.append(f"{name}: expected {want}, got {got}")
+                else:
+                    wrong = _dtype_problem(owner.__dict__[attr].dtype, state_dict[name])
+                    if wrong:
+                        bad_values.append(f"{name}: {wrong}")
         problems = []
         if strict and missing:
             problems.append(f"missing keys {missing}")
@@ -480,6 +581,8 @@ class Module:
             problems.append(f"unexpected keys {unexpected}")
         if mismatched:
             problems.append(f"shape mismatches [{'; '.join(mismatched)}]")
+        if bad_values:
+            problems.append(f"values that do not fit the dtype [{'; '.join(bad_values)}]")
         if problems:
             raise ValueError(
                 f"{type(self).__name__}.load_state_dict: expected the names and "

@@ -8,7 +8,7 @@ from jaxtyping import Array, Float
 from blox import core
 
 from ._core_module import CoreModule
-from ._seed import build_core, init_params
+from ._seed import build_core, check_sizes, init_params
 from ._typecheck import typecheck
 
 
@@ -23,6 +23,7 @@ class _NormLayer(CoreModule):
         self.features = features
         self.options = tuple(sorted(options.items(), key=lambda kv: kv[0]))
         where = f"nn.{type(self).__name__}({features})"
+        check_sizes(where, features=features)
         layer, rng = build_core(where, self._core_cls, (), options)
         init_layer = layer
         if options.get("axis_name") is not None:

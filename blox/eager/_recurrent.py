@@ -9,7 +9,7 @@ from blox import core
 from blox.core import GRUState, LSTMState
 
 from ._core_module import CoreModule
-from ._seed import build_core, init_params
+from ._seed import build_core, check_sizes, init_params
 from ._typecheck import typecheck
 
 __all__ = ["GRU", "LSTM", "GRUState", "LSTMState"]
@@ -28,6 +28,7 @@ class _Recurrent(CoreModule):
         self.hidden_size = hidden_size
         self.options = tuple(sorted(options.items(), key=lambda kv: kv[0]))
         where = f"nn.{type(self).__name__}({input_size}, {hidden_size})"
+        check_sizes(where, input_size=input_size, hidden_size=hidden_size)
         layer, rng = build_core(where, self._core_cls, (hidden_size,), options)
         x = jnp.zeros((1, input_size), jnp.float32)
 

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from blox.core import _checks
+
 from ._context import CONTEXT, INIT_LIMIT
 from ._dispatch import _UNTRACEABLE
 
@@ -57,7 +59,10 @@ def _next_key(seed: Any, where: str) -> jax.Array:
         _stream["count"] += 1
         return key
     if _is_int(seed):
-        return jax.random.key(int(seed))
+        # Any size: reduced modulo 2**64 into the int64 range jax.random.key takes
+        # (so seeds that differ by a multiple of 2**64 give the same stream).
+        value = int(seed) % 2**64
+        return jax.random.key(value - 2**64 if value >= 2**63 else value)
     if isinstance(seed, jax.Array | np.ndarray):
         if jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key):
             if seed.shape == ():
@@ -90,6 +95,30 @@ def build_core(
 
     Core modules hold configuration only, so every eager layer with the same
     configuration uses the same one, which also makes their treedefs equal.
+    Part of the layer-author contract (see docs/writing-layers.md).
+
+    Args:
+        where: The layer as the user wrote it (``'nn.Linear(3, 4)'``); errors
+            name it.
+        core_cls: The `blox.core` module class.
+        args: Its positional sizes after the graph (checked as positive ints).
+        options: Its keyword options (strides, epsilon, rates and padding are
+            checked; unknown names are refused).
+
+    Returns:
+        `(core_module, rng)`: the shared core module and the `Rng` to seed for
+        its parameters.
+
+    Raises:
+        TypeError: For an unknown option or a size of the wrong type.
+        ValueError: For a size, stride, rate, epsilon or padding out of range.
+
+    Example:
+        >>> import blox as bx
+        >>> from blox import eager as nn
+        >>> layer, rng = nn.build_core('nn.Linear(3, 4)', bx.Linear, (4,), {})
+        >>> layer is nn.build_core('nn.Linear(3, 4)', bx.Linear, (4,), {})[0]
+        True
     """
     from blox import core
 
@@ -111,6 +140,13 @@ def build_core(
             f"{where}: expected options among {allowed}, got unknown {unknown}. "
             "Fix: use the core layer's option names; sizes are positional arguments."
         )
+    # Validated here, so errors name the eager layer as the user wrote it, not
+    # the hidden core path: sizes by their core names, options by theirs.
+    _checks.check_options(where, dict(zip(names[1:], args)))
+    for name, value in zip(names[1:], args):
+        if name not in _checks.BY_OPTION and _checks.is_size(value):
+            _checks.positive_ints(where, name, value)
+    _checks.check_options(where, options)
     try:
         key = (core_cls, _hashable(args), _hashable(options))
     except TypeError:
@@ -157,6 +193,44 @@ def _sharding_options(where: str, options: dict[str, Any], allowed: list[str]) -
     return out
 
 
+def check_sizes(where: str, **values: Any) -> None:
+    """Checks a layer's size arguments (positive ints, per axis for tuples).
+
+    Part of the layer-author contract: call it with the sizes under the names
+    the user passed them, before `build_core`, so the error names them.
+
+    Raises:
+        TypeError: If a size is not an int (a bool or a float is not).
+        ValueError: If a size is below 1.
+
+    Example:
+        >>> from blox.eager import check_sizes
+        >>> check_sizes('nn.Linear(3, 0)', in_features=3, out_features=0)
+        Traceback (most recent call last):
+        ValueError: nn.Linear(3, 0): expected out_features to be a positive int, got 0. Fix: pass a size of at least 1.
+    """
+    for name, value in values.items():
+        _checks.positive_ints(where, name, value)
+
+
+def check_groups(where: str, count: Any, in_channels: int, out_channels: int) -> None:
+    """Checks a grouped layer's group count: an int >= 1 dividing both channel counts.
+
+    Raises:
+        TypeError: If `count` is not an int.
+        ValueError: If it is below 1 or does not divide a channel count.
+
+    Example:
+        >>> from blox.eager import check_groups
+        >>> check_groups('nn.Conv(4, 6, kernel_size=(3,))', 3, 4, 6)
+        Traceback (most recent call last):
+        ValueError: nn.Conv(4, 6, kernel_size=(3,)): expected feature_group_count to divide in_channels 4, got 3. Fix: pick a feature_group_count that divides both channel counts.
+    """
+    _checks.positive_int(where, "feature_group_count", count)
+    _checks.divides(where, "feature_group_count", count, "in_channels", in_channels)
+    _checks.divides(where, "feature_group_count", count, "out_channels", out_channels)
+
+
 def init_params(
     where: str,
     rng: Any,
@@ -172,7 +246,32 @@ def init_params(
     dispatch instead of compiling each random primitive for each new shape.
     Initialisers that need concrete values (e.g. `int(key_data)` to seed
     numpy) cannot be compiled: that configuration then runs op by op, with
-    one warning.
+    one warning. Part of the layer-author contract (see
+    docs/writing-layers.md).
+
+    Args:
+        where: The layer as the user wrote it (for errors and warnings).
+        rng: The `Rng` returned by `build_core`.
+        seed: The user's `seed=` (int, key, or `None` for the global stream).
+        create: `params -> params`: runs the core module once to create them.
+        signature: Hashable description of everything `create` depends on
+            besides the key, or `None` not to compile.
+
+    Returns:
+        The created `blox.core.Params`, in creation order.
+
+    Raises:
+        TypeError: If `seed` is not an int, a key or `None`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import blox as bx
+        >>> from blox import eager as nn
+        >>> layer, rng = nn.build_core('nn.Linear(3, 4)', bx.Linear, (4,), {})
+        >>> params = nn.init_params('nn.Linear(3, 4)', rng, 0,
+        ...                         lambda p: layer(p, jnp.zeros((1, 3)))[1])
+        >>> sorted('/'.join(path) for path in params.keys() if path[1] == 'layer')
+        ['blox/layer/bias', 'blox/layer/kernel']
     """
     from blox import core
 

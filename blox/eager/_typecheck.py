@@ -100,7 +100,6 @@ def typecheck(method: F) -> F:
             named._blox_named = True  # type: ignore[attr-defined]
             raise named from None
 
-    wrapper.__wrapped_unchecked__ = method  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
 
 
