@@ -44,6 +44,35 @@ class _Reparam(Module):
                 found[name] = (path, param)
         return found, params
 
+    def create(self, params: Params) -> Params:
+        """Creates this module's own params for the wrapped layer's existing ones.
+
+        Lets a caller set the wrapper up without an example input (the eager
+        shells do). Nothing is updated.
+
+        Raises:
+            KeyError: If the wrapped layer has no params in `params` yet.
+
+        Example:
+            >>> import jax, jax.numpy as jnp
+            >>> import blox as bx
+            >>> g = bx.Graph('net')
+            >>> lin = bx.Linear(g / 'dense', 3, kernel_init=jax.nn.initializers.ones)
+            >>> _, params = lin(bx.Params(), jnp.ones((1, 2)))
+            >>> wn = bx.WeightNorm(g / 'wn', lin)
+            >>> sorted('/'.join(p) for p in wn.create(params).keys())
+            ['net/dense/bias', 'net/dense/kernel', 'net/wn/dense/kernel/scale']
+        """
+        prefix = self.layer.graph.path
+        if not any(p[: len(prefix)] == prefix for p in params.keys()):
+            raise KeyError(
+                f"{_where(self)}: expected the params of the wrapped layer at "
+                f"{'/'.join(prefix)!r}, got none. Fix: call the layer (or the wrapper "
+                "with an input) once first."
+            )
+        found, params = self._layer_params(params, (), {})
+        return self._swap(params, found)[1]
+
     def _call_with(
         self, params: Params, swapped: dict[Path, jax.Array], args: tuple, kwargs: dict
     ) -> tuple[Any, Params]:
@@ -124,12 +153,16 @@ class WeightNorm(_Reparam):
     def __call__(self, params: Params, *args: Any, **kwargs: Any) -> tuple[Any, Params]:
         """Calls the wrapped layer with its selected weights normalised."""
         found, params = self._layer_params(params, args, kwargs)
+        swapped, params = self._swap(params, found)
+        return self._call_with(params, swapped, args, kwargs)
+
+    def _swap(self, params: Params, found: dict) -> tuple[dict, Params]:
         swapped = {}
         for name, (path, param) in found.items():
             if self.variable_filter and not any(f in name for f in self.variable_filter):
                 continue
             swapped[path], params = self._normalize(params, name, param.value)
-        return self._call_with(params, swapped, args, kwargs)
+        return swapped, params
 
     def _normalize(self, params: Params, name: str, value: jax.Array) -> tuple[jax.Array, Params]:
         ndim = value.ndim
@@ -219,6 +252,10 @@ class SpectralNorm(_Reparam):
     ) -> tuple[Any, Params]:
         """Calls the wrapped layer with spectrally normalised weights; updates `u` when training."""
         found, params = self._layer_params(params, args, kwargs)
+        swapped, params = self._swap(params, found, is_training)
+        return self._call_with(params, swapped, args, kwargs)
+
+    def _swap(self, params: Params, found: dict, is_training: bool = False) -> tuple[dict, Params]:
         swapped = {}
         for name, (path, param) in found.items():
             value = param.value
@@ -231,7 +268,7 @@ class SpectralNorm(_Reparam):
                     "error_on_non_matrix=False to flatten its leading axes."
                 )
             swapped[path], params = self._normalize(params, name, value, is_training)
-        return self._call_with(params, swapped, args, kwargs)
+        return swapped, params
 
     def _normalize(
         self, params: Params, name: str, value: jax.Array, is_training: bool

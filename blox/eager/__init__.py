@@ -30,6 +30,8 @@ from ._recurrent import GRU as GRU
 from ._recurrent import LSTM as LSTM
 from ._recurrent import GRUState as GRUState
 from ._recurrent import LSTMState as LSTMState
+from ._reparam import SpectralNorm as SpectralNorm
+from ._reparam import WeightNorm as WeightNorm
 from ._seed import manual_seed as manual_seed
 from ._sequential import Sequential as Sequential
 from ._summary import Summary as Summary
@@ -66,7 +68,9 @@ __all__ = [
     "RMSNorm",
     "Scaler",
     "Sequential",
+    "SpectralNorm",
     "Summary",
+    "WeightNorm",
     "avg_pool",
     "filter_grad",
     "filter_jit",
