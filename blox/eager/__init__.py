@@ -3,6 +3,10 @@
 from ._checkpoint import Checkpoint as Checkpoint
 from ._checkpoint import load as load
 from ._checkpoint import save as save
+from ._combinators import EMA as EMA
+from ._combinators import BatchApply as BatchApply
+from ._combinators import Lambda as Lambda
+from ._combinators import Parallel as Parallel
 from ._conv import Conv as Conv
 from ._conv import ConvTranspose as ConvTranspose
 from ._dropout import Dropout as Dropout
@@ -46,6 +50,7 @@ from ._typecheck import typechecking_enabled as typechecking_enabled
 __all__ = [
     "GRU",
     "LSTM",
+    "BatchApply",
     "BatchNorm",
     "Bias",
     "Checkpoint",
@@ -54,6 +59,7 @@ __all__ = [
     "CoreModule",
     "DenseGeneral",
     "Dropout",
+    "EMA",
     "Einsum",
     "Embed",
     "GRUState",
@@ -61,10 +67,12 @@ __all__ = [
     "Identity",
     "InstanceNorm",
     "LSTMState",
+    "Lambda",
     "LayerNorm",
     "Linear",
     "LoadResult",
     "Module",
+    "Parallel",
     "RMSNorm",
     "Scaler",
     "Sequential",
