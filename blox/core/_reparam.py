@@ -275,7 +275,7 @@ class SpectralNorm(_Reparam):
     ) -> tuple[jax.Array, Params]:
         matrix = value.reshape(-1, value.shape[-1])
         normal: Callable = jax.nn.initializers.normal(1.0)
-        u, params = self.get_param(
+        stored, params = self.get_param(
             params,
             name + "/u",
             (1, matrix.shape[-1]),
@@ -287,7 +287,7 @@ class SpectralNorm(_Reparam):
         sigma, params = self.get_param(
             params, name + "/sigma", (), jax.nn.initializers.ones, self.param_dtype, trainable=False
         )
-        v = None
+        u, v = stored, None
         for _ in range(self.n_steps):
             v = _l2_normalize(jnp.matmul(u, matrix.T), None, self.epsilon)
             u = _l2_normalize(jnp.matmul(v, matrix), None, self.epsilon)
@@ -295,8 +295,8 @@ class SpectralNorm(_Reparam):
         sigma = jnp.matmul(jnp.matmul(v, matrix), u.T)[0, 0]
         normalized = (matrix / jnp.where(sigma != 0, sigma, 1)).reshape(value.shape)
         if is_training:
-            params = self.set_param(params, name + "/u", u)
-            params = self.set_param(params, name + "/sigma", sigma)
+            params = self.set_param(params, name + "/u", u.astype(stored.dtype))
+            params = self.set_param(params, name + "/sigma", sigma.astype(stored.dtype))
         dtype = jnp.result_type(value, u, v, sigma) if self.dtype is None else self.dtype
         return normalized.astype(dtype), params
 
