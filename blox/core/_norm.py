@@ -499,8 +499,11 @@ class BatchNorm(_Norm):
             old = 1.0 - new
         else:
             old, new = self.momentum, 1 - self.momentum
-        params = self.set_param(params, "running_mean", old * running_mean + new * batch_mean)
-        params = self.set_param(params, "running_var", old * running_var + new * batch_var)
+        # Stored back in the stats' own dtype (float32 unless cast on purpose).
+        mean_new = (old * running_mean + new * batch_mean).astype(running_mean.dtype)
+        var_new = (old * running_var + new * batch_var).astype(running_var.dtype)
+        params = self.set_param(params, "running_mean", mean_new)
+        params = self.set_param(params, "running_var", var_new)
         return self._normalize(params, inputs, mean, var, features)
 
     def _count(

@@ -44,6 +44,35 @@ class _Reparam(Module):
                 found[name] = (path, param)
         return found, params
 
+    def create(self, params: Params) -> Params:
+        """Creates this module's own params for the wrapped layer's existing ones.
+
+        Lets a caller set the wrapper up without an example input (the eager
+        shells do). Nothing is updated.
+
+        Raises:
+            KeyError: If the wrapped layer has no params in `params` yet.
+
+        Example:
+            >>> import jax, jax.numpy as jnp
+            >>> import blox as bx
+            >>> g = bx.Graph('net')
+            >>> lin = bx.Linear(g / 'dense', 3, kernel_init=jax.nn.initializers.ones)
+            >>> _, params = lin(bx.Params(), jnp.ones((1, 2)))
+            >>> wn = bx.WeightNorm(g / 'wn', lin)
+            >>> sorted('/'.join(p) for p in wn.create(params).keys())
+            ['net/dense/bias', 'net/dense/kernel', 'net/wn/dense/kernel/scale']
+        """
+        prefix = self.layer.graph.path
+        if not any(p[: len(prefix)] == prefix for p in params.keys()):
+            raise KeyError(
+                f"{_where(self)}: expected the params of the wrapped layer at "
+                f"{'/'.join(prefix)!r}, got none. Fix: call the layer (or the wrapper "
+                "with an input) once first."
+            )
+        found, params = self._layer_params(params, (), {})
+        return self._swap(params, found)[1]
+
     def _call_with(
         self, params: Params, swapped: dict[Path, jax.Array], args: tuple, kwargs: dict
     ) -> tuple[Any, Params]:
@@ -124,12 +153,16 @@ class WeightNorm(_Reparam):
     def __call__(self, params: Params, *args: Any, **kwargs: Any) -> tuple[Any, Params]:
         """Calls the wrapped layer with its selected weights normalised."""
         found, params = self._layer_params(params, args, kwargs)
+        swapped, params = self._swap(params, found)
+        return self._call_with(params, swapped, args, kwargs)
+
+    def _swap(self, params: Params, found: dict) -> tuple[dict, Params]:
         swapped = {}
         for name, (path, param) in found.items():
             if self.variable_filter and not any(f in name for f in self.variable_filter):
                 continue
             swapped[path], params = self._normalize(params, name, param.value)
-        return self._call_with(params, swapped, args, kwargs)
+        return swapped, params
 
     def _normalize(self, params: Params, name: str, value: jax.Array) -> tuple[jax.Array, Params]:
         ndim = value.ndim
@@ -219,6 +252,10 @@ class SpectralNorm(_Reparam):
     ) -> tuple[Any, Params]:
         """Calls the wrapped layer with spectrally normalised weights; updates `u` when training."""
         found, params = self._layer_params(params, args, kwargs)
+        swapped, params = self._swap(params, found, is_training)
+        return self._call_with(params, swapped, args, kwargs)
+
+    def _swap(self, params: Params, found: dict, is_training: bool = False) -> tuple[dict, Params]:
         swapped = {}
         for name, (path, param) in found.items():
             value = param.value
@@ -231,14 +268,14 @@ class SpectralNorm(_Reparam):
                     "error_on_non_matrix=False to flatten its leading axes."
                 )
             swapped[path], params = self._normalize(params, name, value, is_training)
-        return self._call_with(params, swapped, args, kwargs)
+        return swapped, params
 
     def _normalize(
         self, params: Params, name: str, value: jax.Array, is_training: bool
     ) -> tuple[jax.Array, Params]:
         matrix = value.reshape(-1, value.shape[-1])
         normal: Callable = jax.nn.initializers.normal(1.0)
-        u, params = self.get_param(
+        stored, params = self.get_param(
             params,
             name + "/u",
             (1, matrix.shape[-1]),
@@ -250,7 +287,7 @@ class SpectralNorm(_Reparam):
         sigma, params = self.get_param(
             params, name + "/sigma", (), jax.nn.initializers.ones, self.param_dtype, trainable=False
         )
-        v = None
+        u, v = stored, None
         for _ in range(self.n_steps):
             v = _l2_normalize(jnp.matmul(u, matrix.T), None, self.epsilon)
             u = _l2_normalize(jnp.matmul(v, matrix), None, self.epsilon)
@@ -258,8 +295,8 @@ class SpectralNorm(_Reparam):
         sigma = jnp.matmul(jnp.matmul(v, matrix), u.T)[0, 0]
         normalized = (matrix / jnp.where(sigma != 0, sigma, 1)).reshape(value.shape)
         if is_training:
-            params = self.set_param(params, name + "/u", u)
-            params = self.set_param(params, name + "/sigma", sigma)
+            params = self.set_param(params, name + "/u", u.astype(stored.dtype))
+            params = self.set_param(params, name + "/sigma", sigma.astype(stored.dtype))
         dtype = jnp.result_type(value, u, v, sigma) if self.dtype is None else self.dtype
         return normalized.astype(dtype), params
 

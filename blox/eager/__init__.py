@@ -4,6 +4,10 @@ from ._attention import MultiHeadAttention as MultiHeadAttention
 from ._checkpoint import Checkpoint as Checkpoint
 from ._checkpoint import load as load
 from ._checkpoint import save as save
+from ._combinators import EMA as EMA
+from ._combinators import BatchApply as BatchApply
+from ._combinators import Lambda as Lambda
+from ._combinators import Parallel as Parallel
 from ._context import cache_sizes as cache_sizes
 from ._context import clear_caches as clear_caches
 from ._conv import Conv as Conv
@@ -39,6 +43,8 @@ from ._recurrent import GRU as GRU
 from ._recurrent import LSTM as LSTM
 from ._recurrent import GRUState as GRUState
 from ._recurrent import LSTMState as LSTMState
+from ._reparam import SpectralNorm as SpectralNorm
+from ._reparam import WeightNorm as WeightNorm
 from ._seed import build_core as build_core
 from ._seed import check_groups as check_groups
 from ._seed import check_sizes as check_sizes
@@ -58,6 +64,7 @@ from ._typecheck import typechecking_enabled as typechecking_enabled
 __all__ = [
     "GRU",
     "LSTM",
+    "BatchApply",
     "BatchNorm",
     "Bias",
     "Checkpoint",
@@ -68,6 +75,7 @@ __all__ = [
     "CoreModule",
     "DenseGeneral",
     "Dropout",
+    "EMA",
     "Einsum",
     "Embed",
     "GRUState",
@@ -75,16 +83,20 @@ __all__ = [
     "Identity",
     "InstanceNorm",
     "LSTMState",
+    "Lambda",
     "LayerNorm",
     "Linear",
     "LoadResult",
     "Module",
     "MultiHeadAttention",
+    "Parallel",
     "RMSNorm",
     "Scaler",
     "RemovableHandle",
     "Sequential",
+    "SpectralNorm",
     "Summary",
+    "WeightNorm",
     "avg_pool",
     "build_core",
     "cache_sizes",

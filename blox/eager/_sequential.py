@@ -79,10 +79,27 @@ class Sequential(Module):
         return len(self._blox_order)
 
     def __call__(self, x: Any) -> Any:
-        """Runs the layers in order."""
+        """Runs the layers in order.
+
+        As in flax (and `blox.core.Sequential`), a tuple output is passed to
+        the next layer as positional arguments and a dict as keyword arguments.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from blox import eager as nn
+            >>> halves = nn.Sequential(lambda x: (x[:2], x[2:]), lambda a, b: a - b)
+            >>> halves(jnp.array([5.0, 7.0, 1.0, 2.0])).tolist()
+            [4.0, 5.0]
+        """
         d = self.__dict__
-        for layer in self._blox_order:
-            x = (d[layer] if isinstance(layer, str) else layer)(x)
+        for i, layer in enumerate(self._blox_order):
+            fn = d[layer] if isinstance(layer, str) else layer
+            if i and isinstance(x, tuple):
+                x = fn(*x)
+            elif i and isinstance(x, dict):
+                x = fn(**x)
+            else:
+                x = fn(x)
         return x
 
     def __repr__(self) -> str:
