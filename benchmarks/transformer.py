@@ -1,0 +1,22 @@
+"""Transformer: a 2-block pre-norm Transformer Adam step, d=128, 4 heads, T=128, batch 16.
+
+The baseline is the same blocks written by hand in JAX (see `_transformer.py`).
+Target for blox: at most 1.03x.
+"""
+
+from . import _common as c
+from ._common import Result, Settings
+from ._rows import timed_row
+from ._transformer import STEP, TransformerSpec
+
+GROUP = "transformer"
+SPEC = TransformerSpec(batch=16, length=128, dim=128, heads=4, depth=2)
+
+NAMES = [c.RAW, c.BLOX_FILTER_JIT, c.BLOX_CORE, c.EQX, c.NNX, c.NNX_CACHED, c.TORCH]
+TARGETS = {c.BLOX_FILTER_JIT: 1.03, c.BLOX_CORE: 1.03}
+
+
+def run(settings: Settings) -> list[Result]:
+    """Times the Transformer training row."""
+    row = "Transformer 2x(d128, 4 heads), T=128, b16: Adam train step"
+    return timed_row(GROUP, row, SPEC, c.pick(STEP, NAMES, TARGETS), settings, unit="ms", long=True)
