@@ -338,3 +338,177 @@ STEP = {
         c.TORCH, torch_step, requires=("torch",), note="torch.nn.MultiheadAttention"
     ),
 }
+
+
+# -- generation: one position per call, attending over a key/value cache ---------------------
+#
+# Batch 1, a cache of `length` positions per block. Each step feeds one new
+# position `(1, 1, dim)` through both blocks and keeps the updated caches; when
+# the caches are full the program swaps in fresh empty ones (untimed work of
+# one assignment), so every timed step is a real decode step. Equinox and
+# PyTorch ship no attention cache, so they have no contender here.
+
+
+def _program(step, fresh, spec: TransformerSpec) -> Program:
+    x = jnp.ones((1, 1, spec.dim), jnp.float32)
+    box = {"state": fresh, "count": 0}
+
+    def run() -> Any:
+        if box["count"] == spec.length:
+            box["state"], box["count"] = fresh, 0
+        box["state"], out = step(box["state"], x)
+        box["count"] += 1
+        return out
+
+    return Program(run)
+
+
+def raw_decode(spec: TransformerSpec) -> Callable[[], Program]:
+    blocks = _raw_params(spec)
+    shape = (1, spec.length, spec.heads, spec.dim // spec.heads)
+    fresh = [(jnp.zeros(shape), jnp.zeros(shape)) for _ in blocks], jnp.zeros((), jnp.int32)
+
+    def step(state, x):
+        caches, index = state
+        new = []
+        for p, (ck, cv) in zip(blocks, caches):
+            y = _layer_norm(x, p["ln1_scale"], p["ln1_bias"])
+            q, k, v = (jnp.einsum("btd,dhk->bthk", y, p[f"w{n}"]) + p[f"b{n}"] for n in "qkv")
+            zero = jnp.zeros((), jnp.int32)
+            ck = jax.lax.dynamic_update_slice(ck, k, (zero, index, zero, zero))
+            cv = jax.lax.dynamic_update_slice(cv, v, (zero, index, zero, zero))
+            mask = (jnp.arange(spec.length) <= index)[None, None, None]
+            a = jax.nn.dot_product_attention(q, ck, cv, mask=mask)
+            x = x + jnp.einsum("bthk,hkd->btd", a, p["wo"]) + p["bo"]
+            y = _layer_norm(x, p["ln2_scale"], p["ln2_bias"])
+            x = x + jax.nn.gelu(y @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+            new.append((ck, cv))
+        return (new, index + 1), x
+
+    return lambda: _program(jax.jit(step), fresh, spec)
+
+
+def core_decode(spec: TransformerSpec) -> Callable[[], Program]:
+    graph = bx.Graph("net")
+    rng = bx.Rng(graph / "rng")
+    layers = []
+    for i in range(spec.depth):
+        node = graph / f"block{i}"
+        attn = bx.MultiHeadAttention(
+            node / "attn", spec.heads, qkv_features=spec.dim, decode=True, rng=rng
+        )
+        layers.append(
+            (
+                bx.LayerNorm(node / "ln1"),
+                attn,
+                bx.LayerNorm(node / "ln2"),
+                bx.Linear(node / "fc1", 4 * spec.dim, rng=rng),
+                bx.Linear(node / "fc2", spec.dim, rng=rng),
+            )
+        )
+
+    def apply(params, x):
+        for ln1, attn, ln2, fc1, fc2 in layers:
+            y, params = ln1(params, x)
+            y, params = attn(params, y)
+            x = x + y
+            y, params = ln2(params, x)
+            y, params = fc1(params, y)
+            y, params = fc2(params, jax.nn.gelu(y))
+            x = x + y
+        return params, x
+
+    params = rng.seed(bx.Params(), seed=0)
+    for _, attn, *_ in layers:
+        params = attn.init_cache(params, (1,), spec.length)
+    params, _ = apply(params, jnp.zeros((1, 1, spec.dim)))
+    for _, attn, *_ in layers:
+        params = attn.init_cache(params, (1,), spec.length)
+    return lambda: _program(jax.jit(apply), params.locked(), spec)
+
+
+def blox_decode(spec: TransformerSpec) -> Callable[[], Program]:
+    nn.manual_seed(0)
+    blocks = [_Block(spec.dim, spec.heads) for _ in range(spec.depth)]
+    for block in blocks:
+        block.attn = nn.MultiHeadAttention(spec.dim, spec.heads, decode=True)
+        block.attn.init_cache(1, spec.length)
+    model = blocks
+
+    @nn.filter_jit
+    def step(model, x):
+        for block in model:
+            x = block(x, None)
+        return x
+
+    def make() -> Program:
+        x = jnp.ones((1, 1, spec.dim), jnp.float32)
+        count = [0]
+
+        def run() -> Any:
+            if count[0] == spec.length:
+                for block in model:
+                    block.attn.init_cache(1, spec.length)
+                count[0] = 0
+            count[0] += 1
+            return step(model, x)
+
+        return Program(run)
+
+    return make
+
+
+def nnx_decode(spec: TransformerSpec) -> Callable[[], Program]:
+    from flax import nnx
+
+    class Block(nnx.Module):
+        def __init__(self, rngs):
+            self.ln1, self.ln2 = (
+                nnx.LayerNorm(spec.dim, rngs=rngs),
+                nnx.LayerNorm(spec.dim, rngs=rngs),
+            )
+            self.attn = nnx.MultiHeadAttention(spec.heads, spec.dim, decode=True, rngs=rngs)
+            self.fc1 = nnx.Linear(spec.dim, 4 * spec.dim, rngs=rngs)
+            self.fc2 = nnx.Linear(4 * spec.dim, spec.dim, rngs=rngs)
+
+        def __call__(self, x):
+            x = x + self.attn(self.ln1(x))
+            return x + self.fc2(jax.nn.gelu(self.fc1(self.ln2(x))))
+
+    rngs = nnx.Rngs(0)
+    model = nnx.List([Block(rngs) for _ in range(spec.depth)])
+
+    def reset() -> None:
+        for block in model:
+            block.attn.init_cache((1, spec.length, spec.dim))
+
+    reset()
+
+    @nnx.jit
+    def step(model, x):
+        for block in model:
+            x = block(x)
+        return x
+
+    def make() -> Program:
+        x = jnp.ones((1, 1, spec.dim), jnp.float32)
+        count = [0]
+
+        def run() -> Any:
+            if count[0] == spec.length:
+                reset()
+                count[0] = 0
+            count[0] += 1
+            return step(model, x)
+
+        return Program(run)
+
+    return make
+
+
+DECODE = {
+    c.RAW: Contender(c.RAW, raw_decode, note="hand-written cache"),
+    c.BLOX_FILTER_JIT: Contender(c.BLOX_FILTER_JIT, blox_decode, note="decode=True buffers"),
+    c.BLOX_CORE: Contender(c.BLOX_CORE, core_decode, note="cache in params"),
+    c.NNX: Contender(c.NNX, nnx_decode, requires=("flax",), note="decode=True, init_cache"),
+}
