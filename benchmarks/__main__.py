@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import _report, build, compute, dispatch, memory, recurrent
+from . import _report, build, compute, dispatch, memory, recurrent, transformer
 from . import compile as compile_group
 from ._common import Settings
 
@@ -20,6 +20,7 @@ GROUPS = {
     "dispatch": dispatch,
     "compute": compute,
     "recurrent": recurrent,
+    "transformer": transformer,
     "memory": memory,
     "compile": compile_group,
     "build": build,
