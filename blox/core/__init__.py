@@ -42,14 +42,27 @@ from ._pool import pool as pool
 from ._pool import sum_pool as sum_pool
 from ._recurrent import GRU as GRU
 from ._recurrent import LSTM as LSTM
+from ._recurrent import RNN as RNN
+from ._recurrent import Bidirectional as Bidirectional
+from ._recurrent import ConvLSTMCell as ConvLSTMCell
+from ._recurrent import GRUCell as GRUCell
 from ._recurrent import GRUState as GRUState
+from ._recurrent import LSTMCell as LSTMCell
 from ._recurrent import LSTMState as LSTMState
+from ._recurrent import MGUCell as MGUCell
+from ._recurrent import OptimizedLSTMCell as OptimizedLSTMCell
+from ._recurrent import RNNCellBase as RNNCellBase
+from ._recurrent import SimpleCell as SimpleCell
+from ._recurrent import StackedRNN as StackedRNN
+from ._recurrent import VanillaRNN as VanillaRNN
 from ._reparam import SpectralNorm as SpectralNorm
 from ._reparam import WeightNorm as WeightNorm
 from ._rng import Rng as Rng
 from ._scan import RecurrenceBase as RecurrenceBase
 from ._scan import SequenceBase as SequenceBase
 from ._scan import dynamic_scan as dynamic_scan
+from ._scan import flip_sequences as flip_sequences
+from ._scan import scan_cell as scan_cell
 from ._scan import static_scan as static_scan
 from ._sequential import Sequential as Sequential
 from ._sharding import shard as shard
@@ -61,6 +74,8 @@ __all__ = [
     "Bias",
     "Conv",
     "ConvLocal",
+    "Bidirectional",
+    "ConvLSTMCell",
     "ConvTranspose",
     "DenseGeneral",
     "Dropout",
@@ -68,22 +83,28 @@ __all__ = [
     "Einsum",
     "Embed",
     "GRU",
+    "GRUCell",
     "GRUState",
     "Graph",
     "GroupNorm",
     "Identity",
     "InstanceNorm",
     "LSTM",
+    "LSTMCell",
     "LSTMState",
     "Lambda",
     "LayerNorm",
     "Linear",
+    "MGUCell",
     "Module",
     "Parallel",
     "MultiHeadAttention",
+    "OptimizedLSTMCell",
     "Param",
     "Params",
     "RMSNorm",
+    "RNN",
+    "RNNCellBase",
     "RecurrenceBase",
     "Rng",
     "Scaler",
@@ -93,12 +114,16 @@ __all__ = [
     "WeightNorm",
     "SelfAttention",
     "apply_rotary_embedding",
+    "SimpleCell",
+    "StackedRNN",
+    "VanillaRNN",
     "avg_pool",
     "combine_masks",
     "display",
     "dot_product_attention",
     "dot_product_attention_weights",
     "dynamic_scan",
+    "flip_sequences",
     "load_params",
     "make_attention_mask",
     "make_causal_mask",
@@ -108,6 +133,7 @@ __all__ = [
     "save_params",
     "shard",
     "shardings",
+    "scan_cell",
     "static_scan",
     "sum_pool",
 ]

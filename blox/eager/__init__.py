@@ -41,8 +41,14 @@ from ._pool import pool as pool
 from ._pool import sum_pool as sum_pool
 from ._recurrent import GRU as GRU
 from ._recurrent import LSTM as LSTM
+from ._recurrent import RNN as RNN
+from ._recurrent import GRUCell as GRUCell
 from ._recurrent import GRUState as GRUState
+from ._recurrent import LSTMCell as LSTMCell
 from ._recurrent import LSTMState as LSTMState
+from ._recurrent import MGUCell as MGUCell
+from ._recurrent import OptimizedLSTMCell as OptimizedLSTMCell
+from ._recurrent import SimpleCell as SimpleCell
 from ._reparam import SpectralNorm as SpectralNorm
 from ._reparam import WeightNorm as WeightNorm
 from ._seed import build_core as build_core
@@ -65,6 +71,7 @@ __all__ = [
     "GRU",
     "LSTM",
     "BatchApply",
+    "RNN",
     "BatchNorm",
     "Bias",
     "Checkpoint",
@@ -78,23 +85,28 @@ __all__ = [
     "EMA",
     "Einsum",
     "Embed",
+    "GRUCell",
     "GRUState",
     "GroupNorm",
     "Identity",
     "InstanceNorm",
+    "LSTMCell",
     "LSTMState",
     "Lambda",
     "LayerNorm",
     "Linear",
     "LoadResult",
+    "MGUCell",
     "Module",
     "MultiHeadAttention",
     "Parallel",
+    "OptimizedLSTMCell",
     "RMSNorm",
     "Scaler",
     "RemovableHandle",
     "Sequential",
     "SpectralNorm",
+    "SimpleCell",
     "Summary",
     "WeightNorm",
     "avg_pool",
