@@ -2,15 +2,26 @@
 
 from ._checkpoint import load_params as load_params
 from ._checkpoint import save_params as save_params
+from ._combinators import EMA as EMA
+from ._combinators import BatchApply as BatchApply
+from ._combinators import Lambda as Lambda
+from ._combinators import Parallel as Parallel
 from ._conv import Conv as Conv
 from ._conv import ConvTranspose as ConvTranspose
 from ._display import display as display
 from ._dropout import Dropout as Dropout
 from ._embed import Embed as Embed
 from ._graph import Graph as Graph
+from ._linear import Bias as Bias
+from ._linear import DenseGeneral as DenseGeneral
+from ._linear import Einsum as Einsum
+from ._linear import Identity as Identity
 from ._linear import Linear as Linear
+from ._linear import Scaler as Scaler
 from ._module import Module as Module
 from ._norm import BatchNorm as BatchNorm
+from ._norm import GroupNorm as GroupNorm
+from ._norm import InstanceNorm as InstanceNorm
 from ._norm import LayerNorm as LayerNorm
 from ._norm import RMSNorm as RMSNorm
 from ._params import Param as Param
@@ -30,24 +41,35 @@ from ._scan import static_scan as static_scan
 from ._sequential import Sequential as Sequential
 
 __all__ = [
+    "BatchApply",
     "BatchNorm",
+    "Bias",
     "Conv",
     "ConvTranspose",
+    "DenseGeneral",
     "Dropout",
+    "EMA",
+    "Einsum",
     "Embed",
     "GRU",
     "GRUState",
     "Graph",
+    "GroupNorm",
+    "Identity",
+    "InstanceNorm",
     "LSTM",
     "LSTMState",
+    "Lambda",
     "LayerNorm",
     "Linear",
     "Module",
+    "Parallel",
     "Param",
     "Params",
     "RMSNorm",
     "RecurrenceBase",
     "Rng",
+    "Scaler",
     "SequenceBase",
     "Sequential",
     "avg_pool",
