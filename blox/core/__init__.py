@@ -7,6 +7,7 @@ from ._combinators import BatchApply as BatchApply
 from ._combinators import Lambda as Lambda
 from ._combinators import Parallel as Parallel
 from ._conv import Conv as Conv
+from ._conv import ConvLocal as ConvLocal
 from ._conv import ConvTranspose as ConvTranspose
 from ._display import display as display
 from ._dropout import Dropout as Dropout
@@ -29,6 +30,8 @@ from ._params import Params as Params
 from ._pool import avg_pool as avg_pool
 from ._pool import max_pool as max_pool
 from ._pool import min_pool as min_pool
+from ._pool import pool as pool
+from ._pool import sum_pool as sum_pool
 from ._recurrent import GRU as GRU
 from ._recurrent import LSTM as LSTM
 from ._recurrent import GRUState as GRUState
@@ -45,6 +48,7 @@ __all__ = [
     "BatchNorm",
     "Bias",
     "Conv",
+    "ConvLocal",
     "ConvTranspose",
     "DenseGeneral",
     "Dropout",
@@ -78,6 +82,8 @@ __all__ = [
     "load_params",
     "max_pool",
     "min_pool",
+    "pool",
     "save_params",
     "static_scan",
+    "sum_pool",
 ]
