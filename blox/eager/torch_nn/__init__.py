@@ -40,6 +40,10 @@ from ._conv import ConvTranspose1d as ConvTranspose1d
 from ._conv import ConvTranspose2d as ConvTranspose2d
 from ._conv import ConvTranspose3d as ConvTranspose3d
 from ._dropout import Dropout as Dropout
+from ._dropout import Dropout1d as Dropout1d
+from ._dropout import Dropout2d as Dropout2d
+from ._dropout import Dropout3d as Dropout3d
+from ._embed import Embedding as Embedding
 from ._linear import Bilinear as Bilinear
 from ._linear import Flatten as Flatten
 from ._linear import Identity as Identity
@@ -50,6 +54,14 @@ from ._module import ModuleDict as ModuleDict
 from ._module import ModuleList as ModuleList
 from ._module import Sequential as Sequential
 from ._module import read_state_dict as read_state_dict
+from ._norm import BatchNorm1d as BatchNorm1d
+from ._norm import BatchNorm2d as BatchNorm2d
+from ._norm import BatchNorm3d as BatchNorm3d
+from ._norm import GroupNorm as GroupNorm
+from ._norm import InstanceNorm1d as InstanceNorm1d
+from ._norm import InstanceNorm2d as InstanceNorm2d
+from ._norm import InstanceNorm3d as InstanceNorm3d
+from ._norm import LayerNorm as LayerNorm
 from ._pool import AdaptiveAvgPool1d as AdaptiveAvgPool1d
 from ._pool import AdaptiveAvgPool2d as AdaptiveAvgPool2d
 from ._pool import AdaptiveAvgPool3d as AdaptiveAvgPool3d

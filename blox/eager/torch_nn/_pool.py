@@ -118,7 +118,7 @@ def _avg_pool(
 
 def max_pool1d(
     input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False
-):  # noqa: E501
+):
     """`F.max_pool1d` over `(*batch, C, L)`.
 
     Example:
@@ -132,7 +132,7 @@ def max_pool1d(
 
 def max_pool2d(
     input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False
-):  # noqa: E501
+):
     """`F.max_pool2d` over `(*batch, C, H, W)`.
 
     Example:
@@ -146,7 +146,7 @@ def max_pool2d(
 
 def max_pool3d(
     input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False
-):  # noqa: E501
+):
     """`F.max_pool3d` over `(*batch, C, D, H, W)`.
 
     Example:
@@ -158,7 +158,7 @@ def max_pool3d(
     return _max_pool(3, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
 
 
-def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):  # noqa: E501
+def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
     """`F.avg_pool1d` over `(*batch, C, L)`.
 
     Example:
@@ -178,7 +178,7 @@ def avg_pool2d(
     ceil_mode=False,
     count_include_pad=True,
     divisor_override=None,
-):  # noqa: E501
+):
     """`F.avg_pool2d` over `(*batch, C, H, W)`.
 
     Example:
@@ -200,7 +200,7 @@ def avg_pool3d(
     ceil_mode=False,
     count_include_pad=True,
     divisor_override=None,
-):  # noqa: E501
+):
     """`F.avg_pool3d` over `(*batch, C, D, H, W)`.
 
     Example:
@@ -394,7 +394,7 @@ class _Functional(Module):
 
 def _module(
     name: str, fn: Any, required: tuple[str, ...], example: str, doc: str, **defaults: Any
-) -> type:  # noqa: E501
+) -> type:
     args = required + tuple(defaults)
 
     def __init__(self: Any, *values: Any, **given: Any) -> None:
