@@ -23,6 +23,7 @@ from ._recurrent import GRU as GRU
 from ._recurrent import LSTM as LSTM
 from ._recurrent import GRUState as GRUState
 from ._recurrent import LSTMState as LSTMState
+from ._rng import Rng as Rng
 from ._seed import manual_seed as manual_seed
 from ._sequential import Sequential as Sequential
 from ._summary import Summary as Summary
@@ -51,6 +52,7 @@ __all__ = [
     "LoadResult",
     "Module",
     "RMSNorm",
+    "Rng",
     "Sequential",
     "Summary",
     "avg_pool",
