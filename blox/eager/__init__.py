@@ -51,6 +51,7 @@ from ._recurrent import OptimizedLSTMCell as OptimizedLSTMCell
 from ._recurrent import SimpleCell as SimpleCell
 from ._reparam import SpectralNorm as SpectralNorm
 from ._reparam import WeightNorm as WeightNorm
+from ._rng import Rng as Rng
 from ._seed import build_core as build_core
 from ._seed import check_groups as check_groups
 from ._seed import check_sizes as check_sizes
@@ -104,6 +105,7 @@ __all__ = [
     "RMSNorm",
     "Scaler",
     "RemovableHandle",
+    "Rng",
     "Sequential",
     "SpectralNorm",
     "SimpleCell",

@@ -45,6 +45,7 @@ from ._pytree import (
     _unflatten,
     leaf_names,
 )
+from ._surgery import Surgery
 
 
 def _holds_modules(value: Any) -> bool:
@@ -142,7 +143,7 @@ def check_no_aliases(tree: Any) -> None:
             seen[id(module)] = path
 
 
-class Module:
+class Module(Surgery):
     """Base class of eager models: assign layers as attributes, write `__call__`.
 
     Sub-modules (and lists, tuples and dicts of them) become children; arrays
