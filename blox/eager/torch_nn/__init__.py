@@ -1,0 +1,7 @@
+"""blox.eager.torch_nn: PyTorch's `torch.nn` names, signatures and state_dicts over blox."""
+
+from ._rnn import LSTM as LSTM
+
+__all__ = [
+    "LSTM",
+]
