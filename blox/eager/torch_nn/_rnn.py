@@ -135,7 +135,11 @@ class _RNNBase(_Torch):
         _check_size(where, "input_size", input_size)
         _check_size(where, "hidden_size", hidden_size)
         _check_size(where, "num_layers", num_layers)
-        if not isinstance(dropout, int | float) or isinstance(dropout, bool) or not 0 <= dropout < 1:
+        if (
+            not isinstance(dropout, int | float)
+            or isinstance(dropout, bool)
+            or not 0 <= dropout < 1
+        ):
             raise ValueError(
                 f"{where}: expected dropout in [0, 1), got {dropout!r}. Fix: pass the "
                 "probability of zeroing an element between layers, e.g. dropout=0.2."
