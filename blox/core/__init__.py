@@ -20,42 +20,68 @@ from ._pool import max_pool as max_pool
 from ._pool import min_pool as min_pool
 from ._recurrent import GRU as GRU
 from ._recurrent import LSTM as LSTM
+from ._recurrent import RNN as RNN
+from ._recurrent import Bidirectional as Bidirectional
+from ._recurrent import ConvLSTMCell as ConvLSTMCell
+from ._recurrent import GRUCell as GRUCell
 from ._recurrent import GRUState as GRUState
+from ._recurrent import LSTMCell as LSTMCell
 from ._recurrent import LSTMState as LSTMState
+from ._recurrent import MGUCell as MGUCell
+from ._recurrent import OptimizedLSTMCell as OptimizedLSTMCell
+from ._recurrent import RNNCellBase as RNNCellBase
+from ._recurrent import SimpleCell as SimpleCell
+from ._recurrent import StackedRNN as StackedRNN
+from ._recurrent import VanillaRNN as VanillaRNN
 from ._rng import Rng as Rng
 from ._scan import RecurrenceBase as RecurrenceBase
 from ._scan import SequenceBase as SequenceBase
 from ._scan import dynamic_scan as dynamic_scan
+from ._scan import flip_sequences as flip_sequences
+from ._scan import scan_cell as scan_cell
 from ._scan import static_scan as static_scan
 from ._sequential import Sequential as Sequential
 
 __all__ = [
     "BatchNorm",
+    "Bidirectional",
     "Conv",
+    "ConvLSTMCell",
     "ConvTranspose",
     "Dropout",
     "Embed",
     "GRU",
+    "GRUCell",
     "GRUState",
     "Graph",
     "LSTM",
+    "LSTMCell",
     "LSTMState",
     "LayerNorm",
     "Linear",
+    "MGUCell",
     "Module",
+    "OptimizedLSTMCell",
     "Param",
     "Params",
     "RMSNorm",
+    "RNN",
+    "RNNCellBase",
     "RecurrenceBase",
     "Rng",
     "SequenceBase",
     "Sequential",
+    "SimpleCell",
+    "StackedRNN",
+    "VanillaRNN",
     "avg_pool",
     "display",
     "dynamic_scan",
+    "flip_sequences",
     "load_params",
     "max_pool",
     "min_pool",
     "save_params",
+    "scan_cell",
     "static_scan",
 ]

@@ -10,6 +10,7 @@ the carry's structure, then scans the remaining steps. The result equals a
 fully unrolled run, without the ancestor's compile cost of unrolling.
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -28,8 +29,9 @@ def _describe(step_fn: Any, fallback: str) -> str:
     return _where(owner) if isinstance(owner, Module) else fallback
 
 
-def _time_length(step_fn: Any, inputs: Any, is_reset: Any, fn_name: str) -> int:
+def _time_length(step_fn: Any, inputs: Any, is_reset: Any, fn_name: str, axis: int = 1) -> int:
     where = _describe(step_fn, fn_name)
+    layout = "[time, batch, ...]" if axis == 0 else "[batch, time, ...]"
     leaves = jax.tree.leaves(inputs)
     if not leaves:
         raise ValueError(
@@ -40,22 +42,23 @@ def _time_length(step_fn: Any, inputs: Any, is_reset: Any, fn_name: str) -> int:
         if jnp.ndim(leaf) < 2:
             raise ValueError(
                 f"{where}: expected every input leaf to have rank >= 2 "
-                f"([batch, time, ...]), got shape {tuple(jnp.shape(leaf))}. "
+                f"({layout}), got shape {tuple(jnp.shape(leaf))}. "
                 "Fix: add the missing batch or time axis, e.g. x[None] or x[:, None]."
             )
-    lengths = {jnp.shape(leaf)[1] for leaf in leaves}
+    lengths = {jnp.shape(leaf)[axis] for leaf in leaves}
     if len(lengths) != 1:
         shapes = [tuple(jnp.shape(leaf)) for leaf in leaves]
         raise ValueError(
             f"{where}: expected every input leaf to share one time length "
-            f"(axis 1), got shapes {shapes}. Fix: pad or crop the sequences "
+            f"(axis {axis}), got shapes {shapes}. Fix: pad or crop the sequences "
             "to a common length."
         )
     length = lengths.pop()
+    want = f"[time={length}, batch]" if axis == 0 else f"[batch, time={length}]"
     for leaf in jax.tree.leaves(is_reset):
-        if jnp.ndim(leaf) < 2 or jnp.shape(leaf)[1] != length:
+        if jnp.ndim(leaf) < 2 or jnp.shape(leaf)[axis] != length:
             raise ValueError(
-                f"{where}: expected is_reset leaves of shape [batch, time={length}], "
+                f"{where}: expected is_reset leaves of shape {want}, "
                 f"got shape {tuple(jnp.shape(leaf))}. Fix: give one reset flag "
                 "per batch row and time step."
             )
@@ -67,12 +70,14 @@ def _time_length(step_fn: Any, inputs: Any, is_reset: Any, fn_name: str) -> int:
     return length
 
 
-def _at(tree: Any, t: int) -> Any:
+def _at(tree: Any, t: int, axis: int = 1) -> Any:
+    if axis == 0:
+        return jax.tree.map(lambda x: x[t], tree)
     return jax.tree.map(lambda x: x[:, t], tree)
 
 
-def _stack(outputs: list[Any]) -> Any:
-    return jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *outputs)
+def _stack(outputs: list[Any], axis: int = 1) -> Any:
+    return jax.tree.map(lambda *xs: jnp.stack(xs, axis=axis), *outputs)
 
 
 def static_scan(
@@ -82,6 +87,9 @@ def static_scan(
     prev_state: Any,
     is_reset: Any,
     is_training: bool,
+    *,
+    time_major: bool = False,
+    unroll: int = 1,
 ) -> tuple[tuple[Any, Any], Params]:
     """Runs `step_fn` over the time axis with a Python loop (fully unrolled).
 
@@ -93,9 +101,13 @@ def static_scan(
         prev_state: The state before the first step.
         is_reset: `None` or a pytree of `[batch, time]` booleans.
         is_training: Passed to every step.
+        time_major: Inputs, resets and outputs are `[time, batch, ...]`.
+        unroll: Accepted for `dynamic_scan`'s signature; a Python loop is
+            always fully unrolled.
 
     Returns:
-        `((outputs, final_state), params)` with outputs `[batch, time, ...]`.
+        `((outputs, final_state), params)` with outputs `[batch, time, ...]`
+        (`[time, batch, ...]` when `time_major`).
 
     Raises:
         ValueError: If a leaf has rank < 2 or the time lengths differ.
@@ -111,13 +123,15 @@ def static_scan(
         >>> ys.tolist(), last.tolist()
         ([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]], [3.0, 3.0])
     """
-    length = _time_length(step_fn, inputs, is_reset, "static_scan")
+    axis = 0 if time_major else 1
+    length = _time_length(step_fn, inputs, is_reset, "static_scan", axis)
     state = prev_state
     outputs = []
     for t in range(length):
-        (out, state), params = step_fn(params, _at(inputs, t), state, _at(is_reset, t), is_training)
+        x_t, reset_t = _at(inputs, t, axis), _at(is_reset, t, axis)
+        (out, state), params = step_fn(params, x_t, state, reset_t, is_training)
         outputs.append(out)
-    return (_stack(outputs), state), params
+    return (_stack(outputs, axis), state), params
 
 
 class _ParamsChanged(Exception):
@@ -131,11 +145,15 @@ def dynamic_scan(
     prev_state: Any,
     is_reset: Any,
     is_training: bool,
+    *,
+    time_major: bool = False,
+    unroll: int = 1,
 ) -> tuple[tuple[Any, Any], Params]:
     """Runs `step_fn` over the time axis with `jax.lax.scan`.
 
-    Same arguments and result as `static_scan`. With unlocked params, the
-    first step runs outside the scan to create the parameters.
+    Same arguments and result as `static_scan`; `unroll` steps run per loop
+    iteration (`jax.lax.scan`'s `unroll`). With unlocked params, the first
+    step runs outside the scan to create the parameters.
 
     Example:
         >>> import jax.numpy as jnp
@@ -148,21 +166,25 @@ def dynamic_scan(
         >>> ys.tolist()
         [[1.0, 3.0, 7.0]]
     """
-    length = _time_length(step_fn, inputs, is_reset, "dynamic_scan")
+    axis = 0 if time_major else 1
+    length = _time_length(step_fn, inputs, is_reset, "dynamic_scan", axis)
     first = []
     start = 0
     state = prev_state
     if not params.is_locked:
-        (out, state), params = step_fn(params, _at(inputs, 0), state, _at(is_reset, 0), is_training)
+        x_0, reset_0 = _at(inputs, 0, axis), _at(is_reset, 0, axis)
+        (out, state), params = step_fn(params, x_0, state, reset_0, is_training)
         first.append(out)
         start = 1
     if start == length:
-        return (_stack(first), state), params
+        return (_stack(first, axis), state), params
 
-    def time_major(x: jax.Array) -> jax.Array:
+    def to_time_major(x: jax.Array) -> jax.Array:
+        if time_major:
+            return x[start:] if start else x
         return jnp.swapaxes(x[:, start:], 0, 1)
 
-    xs = (jax.tree.map(time_major, inputs), jax.tree.map(time_major, is_reset))
+    xs = (jax.tree.map(to_time_major, inputs), jax.tree.map(to_time_major, is_reset))
     leaves, treedef = jax.tree.flatten(params)
 
     def constant_body(state: Any, xs: Any) -> tuple[Any, Any]:
@@ -186,13 +208,184 @@ def dynamic_scan(
     # XLA schedules that loop worse (about 2% on a CPU LSTM training step).
     # A step that updates its params aborts this trace, and they are carried.
     try:
-        state, outs = jax.lax.scan(constant_body, state, xs)
+        state, outs = jax.lax.scan(constant_body, state, xs, unroll=unroll)
     except _ParamsChanged:
-        (state, params), outs = jax.lax.scan(body, (state, params), xs)
-    outs = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), outs)
+        (state, params), outs = jax.lax.scan(body, (state, params), xs, unroll=unroll)
     if first:
-        outs = jax.tree.map(lambda a, b: jnp.concatenate([a[:, None], b], axis=1), first[0], outs)
+        outs = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b], axis=0), first[0], outs)
+    if not time_major:
+        outs = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), outs)
     return (outs, state), params
+
+
+def flip_sequences(
+    inputs: jax.Array,
+    seq_lengths: Any = None,
+    time_major: bool = False,
+    num_batch_dims: int = 1,
+) -> jax.Array:
+    """Reverses every sequence along time, keeping its padding at the end.
+
+    With `seq_lengths`, row `b` has its first `seq_lengths[b]` steps reversed
+    and its padding left in place (flax's `flip_sequences`), so a reversed
+    padded batch still starts with real data.
+
+    Args:
+        inputs: `[*batch, time, ...]` (`[time, *batch, ...]` when
+            `time_major`).
+        seq_lengths: `None` or integer lengths of shape `[*batch]`.
+        time_major: Whether time is the leading axis.
+        num_batch_dims: How many batch axes there are (read from
+            `seq_lengths` when it is given).
+
+    Returns:
+        The flipped array, same shape.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import blox as bx
+        >>> x = jnp.array([[1, 0, 0], [2, 3, 0], [4, 5, 6]])
+        >>> bx.flip_sequences(x, jnp.array([1, 2, 3])).tolist()
+        [[1, 0, 0], [3, 2, 0], [6, 5, 4]]
+    """
+    if seq_lengths is not None:
+        num_batch_dims = jnp.ndim(seq_lengths)
+    axis = 0 if time_major else num_batch_dims
+    if seq_lengths is None:
+        return jnp.flip(inputs, axis=axis)
+    steps = inputs.shape[axis]
+    lengths = jnp.expand_dims(jnp.asarray(seq_lengths), axis)
+    shape = [1] * (num_batch_dims + 1)
+    shape[axis] = steps
+    # Position t of a flipped row reads step (length - 1 - t) mod steps: the
+    # real steps come out reversed, the padding rotates to stay at the end.
+    idx = (jnp.arange(steps - 1, -1, -1).reshape(shape) + lengths) % steps
+    idx = idx.reshape(idx.shape + (1,) * (inputs.ndim - idx.ndim))
+    return jnp.take_along_axis(inputs, idx, axis=axis)
+
+
+def _check_unroll(where: str, unroll: Any) -> int:
+    if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
+        raise ValueError(
+            f"{where}: expected unroll to be an int >= 1, got {unroll!r}. Fix: pass "
+            "unroll=1 (a rolled loop) or the number of steps per loop iteration."
+        )
+    return unroll
+
+
+def _last_valid(carries: Any, seq_lengths: Any) -> Any:
+    """From `[time, *batch, ...]` carries, each row's carry after its last valid step."""
+    last = jnp.asarray(seq_lengths) - 1
+
+    def pick(x: jax.Array) -> jax.Array:
+        idx = last.reshape((1,) + last.shape + (1,) * (x.ndim - 1 - last.ndim))
+        return jnp.take_along_axis(x, idx, axis=0)[0]
+
+    return jax.tree.map(pick, carries)
+
+
+def _expand_like(flag: jax.Array, leaf: jax.Array) -> jax.Array:
+    flag = jnp.asarray(flag)
+    return flag.reshape(flag.shape + (1,) * (jnp.ndim(leaf) - flag.ndim))
+
+
+def scan_cell(
+    cell: Any,
+    params: Params,
+    inputs: jax.Array,
+    carry: Any,
+    *,
+    is_reset: Any = None,
+    is_training: bool = True,
+    seq_lengths: Any = None,
+    reverse: bool = False,
+    keep_order: bool = False,
+    unroll: int = 1,
+    is_static: bool = False,
+) -> tuple[tuple[Any, Any], Params]:
+    """Runs a recurrent cell over time-major inputs: the engine of every wrapper.
+
+    A cell that implements the projection protocol of `RNNCellBase`
+    (`project`, `recurrent_weights`, `recur`) has the input projection of all
+    time steps computed in one call before the loop and its recurrent weights
+    read once; only `recur` runs per step. Any other `RecurrenceBase` has its
+    one-step `__call__` scanned with params threaded (`dynamic_scan`).
+
+    Args:
+        cell: The cell.
+        params: The container.
+        inputs: `[time, *batch, *features]`.
+        carry: The carry before the first processed step.
+        is_reset: `None` or `[time, *batch]` booleans: rows whose carry is
+            replaced by a fresh one before that step (in processing order).
+        is_training: Passed to the cell.
+        seq_lengths: `None` or `[*batch]` integer lengths; the returned carry
+            is each row's carry after its last valid step.
+        reverse: Process from the last valid step to the first.
+        keep_order: With `reverse`, give the outputs back in input order.
+        unroll: Steps per loop iteration.
+        is_static: Unroll in Python instead of `jax.lax.scan`.
+
+    Returns:
+        `((outputs [time, *batch, ...], carry), params)`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import blox as bx
+        >>> g = bx.Graph('net')
+        >>> rng = bx.Rng(g / 'rng')
+        >>> cell = bx.GRUCell(g / 'cell', 4, rng=rng)
+        >>> params = rng.seed(bx.Params(), seed=0)
+        >>> xs = jnp.ones((5, 2, 3))
+        >>> h0 = cell.initialize_carry(None, (2, 3))
+        >>> (ys, h), params = bx.scan_cell(cell, params, xs, h0)
+        >>> ys.shape, h.shape
+        ((5, 2, 4), (2, 4))
+    """
+    if reverse:
+        flip = functools.partial(
+            flip_sequences, seq_lengths=seq_lengths, time_major=True, num_batch_dims=1
+        )
+        inputs = jax.tree.map(flip, inputs)
+        is_reset = jax.tree.map(flip, is_reset)
+    keep_carries = seq_lengths is not None
+    scan = static_scan if is_static else dynamic_scan
+    if hasattr(cell, "recur"):
+        proj, params = cell.project(params, inputs)
+        weights, params = cell.recurrent_weights(params)
+        fresh = None
+        if is_reset is not None:
+            fresh = cell.initialize_carry(None, jax.tree.leaves(inputs)[0].shape[1:])
+
+        def step(p: Params, x_t: Any, state: Any, reset_t: Any, _: bool) -> Any:
+            if reset_t is not None:
+                state = jax.tree.map(
+                    lambda new, old: jnp.where(_expand_like(reset_t, old), new, old), fresh, state
+                )
+            out, state = cell.recur(weights, x_t, state)
+            return ((state, out) if keep_carries else out, state), p
+
+        (outs, carry), params = scan(
+            step, params, proj, carry, is_reset, is_training, time_major=True, unroll=unroll
+        )
+    else:
+
+        def step(p: Params, x_t: Any, state: Any, reset_t: Any, training: bool) -> Any:
+            (out, state), p = cell(p, x_t, state, reset_t, training)
+            return ((state, out) if keep_carries else out, state), p
+
+        (outs, carry), params = scan(
+            step, params, inputs, carry, is_reset, is_training, time_major=True, unroll=unroll
+        )
+    if keep_carries:
+        carries, outs = outs
+        carry = _last_valid(carries, seq_lengths)
+    if reverse and keep_order:
+        flip = functools.partial(
+            flip_sequences, seq_lengths=seq_lengths, time_major=True, num_batch_dims=1
+        )
+        outs = jax.tree.map(flip, outs)
+    return (outs, carry), params
 
 
 class SequenceBase(Module):
@@ -265,9 +458,10 @@ class RecurrenceBase(SequenceBase):
         ((2, 5, 4), (2, 4))
     """
 
-    def __init__(self, graph: Any, is_static: bool = False) -> None:
+    def __init__(self, graph: Any, is_static: bool = False, unroll: int = 1) -> None:
         super().__init__(graph)
         self._is_static = bool(is_static)
+        self.unroll = _check_unroll(_where(self), unroll)
 
     @property
     def is_static(self) -> bool:
@@ -323,8 +517,15 @@ class RecurrenceBase(SequenceBase):
         prev_state: Any = None,
         is_reset: Any = None,
         is_training: bool = True,
+        *,
+        time_major: bool = False,
+        seq_lengths: Any = None,
     ) -> tuple[tuple[Any, Any], Params]:
         """Scans the step over `[batch, time, ...]` inputs.
+
+        Cells with the projection protocol (`RNNCellBase`, `LSTM`, `GRU`)
+        compute the input projection of every step in one matmul before the
+        loop; see `scan_cell`.
 
         Args:
             params: The container.
@@ -333,6 +534,10 @@ class RecurrenceBase(SequenceBase):
             is_reset: `None` or `[batch, time]` booleans: reset those rows'
                 state before that step.
             is_training: Passed to every step.
+            time_major: Inputs, `is_reset` and outputs are `[time, batch, ...]`.
+            seq_lengths: `None` or `[batch]` integer lengths: the returned
+                state is each row's state after its last valid step (outputs
+                past a row's length are not zeroed).
 
         Returns:
             `((outputs [batch, time, ...], final_state), params)`.
@@ -351,14 +556,31 @@ class RecurrenceBase(SequenceBase):
             >>> ys.shape
             (3, 6, 4)
         """
+        axis = 0 if time_major else 1
+        layout = "[time, batch, ...]" if time_major else "[batch, time, ...]"
         for leaf in jax.tree.leaves(inputs):
             if jnp.ndim(leaf) < 2:
                 raise ValueError(
                     f"{_where(self)}: expected every input leaf to have rank >= 2 "
-                    f"([batch, time, ...]), got shape {tuple(jnp.shape(leaf))}. "
+                    f"({layout}), got shape {tuple(jnp.shape(leaf))}. "
                     "Fix: add the missing batch or time axis, e.g. x[None]."
                 )
+        _time_length(self, inputs, is_reset, "apply", axis)
         if prev_state is None:
-            prev_state, params = self.initial_state(params, inputs)
-        scan = static_scan if self._is_static else dynamic_scan
-        return scan(self, params, inputs, prev_state, is_reset, is_training)
+            prev_state, params = self.initial_state(params, _at(inputs, 0, axis))
+
+        def swap(x: Any) -> Any:
+            return x if time_major else jnp.swapaxes(x, 0, 1)
+
+        (outs, state), params = scan_cell(
+            self,
+            params,
+            jax.tree.map(swap, inputs),
+            prev_state,
+            is_reset=jax.tree.map(swap, is_reset),
+            is_training=is_training,
+            seq_lengths=seq_lengths,
+            unroll=self.unroll,
+            is_static=self._is_static,
+        )
+        return (jax.tree.map(swap, outs), state), params
