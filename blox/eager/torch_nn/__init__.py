@@ -1,19 +1,53 @@
-"""blox.eager.torch_nn: PyTorch's `torch.nn` names, signatures and state_dicts over blox."""
+"""`blox.eager.torch_nn`: PyTorch's `torch.nn` names, signatures, layouts and state_dicts.
 
+``from blox.eager import torch_nn as nn`` and a PyTorch model ports by
+changing its import (and `torch.optim` to optax): layers are channels first,
+parameters and buffers carry PyTorch's names and shapes, and
+`model.load_state_dict` takes a PyTorch state_dict or checkpoint file. The
+numerics are `blox.core`'s; these classes only rename and move axes.
+"""
+
+from .._module import trainable as trainable
+from .._seed import manual_seed as manual_seed
+from .._transforms import filter_grad as filter_grad
+from .._transforms import filter_jit as filter_jit
+from .._transforms import filter_value_and_grad as filter_value_and_grad
+from . import functional as functional
+from ._activation import CELU as CELU
+from ._activation import ELU as ELU
+from ._activation import GELU as GELU
+from ._activation import GLU as GLU
+from ._activation import SELU as SELU
+from ._activation import Hardsigmoid as Hardsigmoid
+from ._activation import Hardswish as Hardswish
+from ._activation import Hardtanh as Hardtanh
+from ._activation import LeakyReLU as LeakyReLU
+from ._activation import LogSigmoid as LogSigmoid
+from ._activation import LogSoftmax as LogSoftmax
+from ._activation import Mish as Mish
+from ._activation import ReLU as ReLU
+from ._activation import ReLU6 as ReLU6
+from ._activation import Sigmoid as Sigmoid
+from ._activation import SiLU as SiLU
+from ._activation import Softmax as Softmax
+from ._activation import Softplus as Softplus
+from ._activation import Softsign as Softsign
+from ._activation import Tanh as Tanh
 from ._attention import MultiheadAttention as MultiheadAttention
+from ._dropout import Dropout as Dropout
+from ._linear import Bilinear as Bilinear
+from ._linear import Flatten as Flatten
+from ._linear import Identity as Identity
+from ._linear import Linear as Linear
+from ._linear import Unflatten as Unflatten
+from ._module import Module as Module
+from ._module import ModuleDict as ModuleDict
+from ._module import ModuleList as ModuleList
+from ._module import Sequential as Sequential
+from ._module import read_state_dict as read_state_dict
 from ._rnn import GRU as GRU
 from ._rnn import LSTM as LSTM
 from ._rnn import RNN as RNN
 from ._rnn import GRUCell as GRUCell
 from ._rnn import LSTMCell as LSTMCell
 from ._rnn import RNNCell as RNNCell
-
-__all__ = [
-    "GRU",
-    "GRUCell",
-    "LSTM",
-    "LSTMCell",
-    "MultiheadAttention",
-    "RNN",
-    "RNNCell",
-]

@@ -1,0 +1,28 @@
+"""`torch.nn.functional` for blox: activations, losses, padding, resizing, attention.
+
+Import it as PyTorch code does: ``from blox.eager.torch_nn import functional as F``.
+Everything is a plain function of JAX arrays, channels first where PyTorch
+is; the numerics come from `jax.nn`, optax and `blox.core`.
+"""
+
+from ._activation import celu as celu
+from ._activation import elu as elu
+from ._activation import gelu as gelu
+from ._activation import glu as glu
+from ._activation import hardsigmoid as hardsigmoid
+from ._activation import hardswish as hardswish
+from ._activation import hardtanh as hardtanh
+from ._activation import leaky_relu as leaky_relu
+from ._activation import log_softmax as log_softmax
+from ._activation import logsigmoid as logsigmoid
+from ._activation import mish as mish
+from ._activation import relu as relu
+from ._activation import relu6 as relu6
+from ._activation import selu as selu
+from ._activation import sigmoid as sigmoid
+from ._activation import silu as silu
+from ._activation import softmax as softmax
+from ._activation import softplus as softplus
+from ._activation import softsign as softsign
+from ._activation import tanh as tanh
+from ._linear import flatten as flatten
