@@ -20,9 +20,9 @@ import numpy as np
 
 from blox import core
 
-from .._module import CoreModule
-from .._module import Module as _EagerModule
 from .._seed import _hashable, _next_key, init_params
+from ._linear import Linear
+from ._shell import Shell, check_device
 
 __all__ = ["MultiheadAttention"]
 
@@ -55,44 +55,18 @@ def uniform(key: jax.Array, shape: tuple[int, ...], bound: float, dtype: Any) ->
     return jax.random.uniform(key, shape, dtype=dtype, minval=-bound, maxval=bound)
 
 
-class _Torch(CoreModule):
-    """Calling the module runs `forward`, as in PyTorch."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError
-
-
-class _Projection(_EagerModule):
-    """`out_proj`: holds PyTorch's `weight` `(embed, embed)` and `bias`."""
-
-    def __init__(self, weight: jax.Array, bias: jax.Array | None) -> None:
-        super().__init__()
-        self.in_features = int(weight.shape[1])
-        self.out_features = int(weight.shape[0])
-        self.weight = weight
-        if bias is not None:
-            self.bias = bias
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}"
-
-
 def _is_bool(mask: Any) -> bool:
     return jnp.issubdtype(jnp.result_type(mask), jnp.bool_)
 
 
-class MultiheadAttention(_Torch):
+class MultiheadAttention(Shell):
     """PyTorch's `torch.nn.MultiheadAttention`: attention from queries to keys and values.
 
     `attn_output = out_proj(concat_h(softmax(q_h k_h^T / sqrt(head_dim) +
     masks) v_h))` with `q = query @ W_q^T + b_q` (rows `0:E` of
     `in_proj_weight`), likewise `k`, `v`; dropout on the attention weights in
     training. Parameters as PyTorch's, initialised as PyTorch does
-    (`in_proj_weight` Xavier-uniform, `out_proj.weight` `U(-1/sqrt(E),
-    1/sqrt(E))`, biases zero).
+    (`in_proj_weight` Xavier-uniform, `out_proj` an `nn.Linear`, biases zero).
 
     Args:
         embed_dim: `E`, the query size and the output size.
@@ -104,6 +78,7 @@ class MultiheadAttention(_Torch):
         kdim: Key size (default `embed_dim`).
         vdim: Value size (default `embed_dim`).
         batch_first: Inputs and outputs are `(batch, seq, feature)`.
+        device: Only `None` (JAX places arrays).
         dtype: Parameter dtype (default float32).
         seed: Int or key for the init; default: the global stream.
 
@@ -138,12 +113,14 @@ class MultiheadAttention(_Torch):
         kdim: int | None = None,
         vdim: int | None = None,
         batch_first: bool = False,
-        *,
+        device: Any = None,
         dtype: Any = None,
+        *,
         seed: Any = None,
     ) -> None:
         super().__init__()
         where = f"nn.MultiheadAttention({embed_dim}, {num_heads})"
+        check_device(where, device)
         for name, size in (("embed_dim", embed_dim), ("num_heads", num_heads)):
             if not isinstance(size, int | np.integer) or isinstance(size, bool) or size < 1:
                 raise ValueError(
@@ -179,20 +156,26 @@ class MultiheadAttention(_Torch):
         self.dropout = float(dropout)
         self.batch_first = bool(batch_first)
         self.head_dim = self.embed_dim // self.num_heads
-        dtype = jnp.float32 if dtype is None else dtype
+        param_dtype = jnp.float32 if dtype is None else dtype
         e = self.embed_dim
         key = _next_key(seed, where)
         keys = iter(jax.random.split(key, 4))
         if self._qkv_same_embed_dim:
-            self.in_proj_weight = uniform(next(keys), (3 * e, e), math.sqrt(6 / (4 * e)), dtype)
+            self.in_proj_weight = uniform(
+                next(keys), (3 * e, e), math.sqrt(6 / (4 * e)), param_dtype
+            )
         else:
             for name, width in (("q", e), ("k", self.kdim), ("v", self.vdim)):
                 bound = math.sqrt(6 / (e + width))
-                setattr(self, f"{name}_proj_weight", uniform(next(keys), (e, width), bound, dtype))
+                setattr(
+                    self, f"{name}_proj_weight", uniform(next(keys), (e, width), bound, param_dtype)
+                )
         if bias:
-            self.in_proj_bias = jnp.zeros((3 * e,), dtype)
-        out_weight = uniform(jax.random.fold_in(key, 7), (e, e), 1 / math.sqrt(e), dtype)
-        self.out_proj = _Projection(out_weight, jnp.zeros((e,), dtype) if bias else None)
+            self.in_proj_bias = jnp.zeros((3 * e,), param_dtype)
+        # PyTorch's out_proj is a Linear (default init) whose bias is then zeroed.
+        self.out_proj = Linear(e, e, bias=bool(bias), dtype=dtype, seed=jax.random.fold_in(key, 7))
+        if bias:
+            self.out_proj.bias = jnp.zeros((e,), param_dtype)
         options = {
             "qkv_features": e,
             "out_features": e,

@@ -22,7 +22,7 @@ import numpy as np
 from blox import core
 
 from .._seed import _next_key, build_core, init_params
-from ._attention import _Torch as _Base
+from ._shell import Shell, check_device
 
 __all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell"]
 
@@ -144,7 +144,7 @@ def _check_nonlinearity(where: str, nonlinearity: Any) -> str:
     return nonlinearity
 
 
-class _Torch(_Base):
+class _Torch(Shell):
     """A recurrent shell: maps PyTorch's arrays onto core cell params."""
 
     def _cell_params(self, prefix: tuple[str, ...], suffix: str) -> dict[tuple[str, ...], Any]:
@@ -171,11 +171,13 @@ class _RNNBase(_Torch):
         *,
         nonlinearity: str = "tanh",
         proj_size: int = 0,
+        device: Any = None,
         dtype: Any = None,
         seed: Any = None,
     ) -> None:
         super().__init__()
         where = f"nn.{mode}({input_size}, {hidden_size})"
+        check_device(where, device)
         _check_size(where, "input_size", input_size)
         _check_size(where, "hidden_size", hidden_size)
         _check_size(where, "num_layers", num_layers)
@@ -346,6 +348,7 @@ class RNN(_RNNBase):
         batch_first: Inputs and outputs are `(batch, time, features)`.
         dropout: Dropout on every layer's output but the last, in training.
         bidirectional: Also run each layer over the reversed sequence.
+        device: Only `None` (JAX places arrays).
         dtype: Parameter dtype (default float32).
         seed: Int or key for the init; default: the global stream.
 
@@ -376,8 +379,9 @@ class RNN(_RNNBase):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
-        *,
+        device: Any = None,
         dtype: Any = None,
+        *,
         seed: Any = None,
     ) -> None:
         super().__init__(
@@ -390,6 +394,7 @@ class RNN(_RNNBase):
             dropout,
             bidirectional,
             nonlinearity=nonlinearity,
+            device=device,
             dtype=dtype,
             seed=seed,
         )
@@ -416,6 +421,7 @@ class LSTM(_RNNBase):
         dropout: Dropout on every layer's output but the last, in training.
         bidirectional: Also run each layer over the reversed sequence.
         proj_size: Only 0 (projections are not supported yet).
+        device: Only `None` (JAX places arrays).
         dtype: Parameter dtype (default float32).
         seed: Int or key for the init; default: the global stream.
 
@@ -447,8 +453,9 @@ class LSTM(_RNNBase):
         dropout: float = 0.0,
         bidirectional: bool = False,
         proj_size: int = 0,
-        *,
+        device: Any = None,
         dtype: Any = None,
+        *,
         seed: Any = None,
     ) -> None:
         super().__init__(
@@ -461,6 +468,7 @@ class LSTM(_RNNBase):
             dropout,
             bidirectional,
             proj_size=proj_size,
+            device=device,
             dtype=dtype,
             seed=seed,
         )
@@ -484,6 +492,7 @@ class GRU(_RNNBase):
         batch_first: Inputs and outputs are `(batch, time, features)`.
         dropout: Dropout on every layer's output but the last, in training.
         bidirectional: Also run each layer over the reversed sequence.
+        device: Only `None` (JAX places arrays).
         dtype: Parameter dtype (default float32).
         seed: Int or key for the init; default: the global stream.
 
@@ -512,8 +521,9 @@ class GRU(_RNNBase):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
-        *,
+        device: Any = None,
         dtype: Any = None,
+        *,
         seed: Any = None,
     ) -> None:
         super().__init__(
@@ -525,6 +535,7 @@ class GRU(_RNNBase):
             batch_first,
             dropout,
             bidirectional,
+            device=device,
             dtype=dtype,
             seed=seed,
         )
@@ -540,12 +551,14 @@ class _CellBase(_Torch):
         hidden_size: int,
         bias: bool,
         nonlinearity: str,
+        device: Any,
         dtype: Any,
         seed: Any,
     ) -> None:
         super().__init__()
         name = f"{mode}Cell"
         where = f"nn.{name}({input_size}, {hidden_size})"
+        check_device(where, device)
         _check_size(where, "input_size", input_size)
         _check_size(where, "hidden_size", hidden_size)
         _check_nonlinearity(where, nonlinearity)
@@ -646,6 +659,7 @@ class RNNCell(_CellBase):
         hidden_size: Size of `h`.
         bias: Whether to add biases.
         nonlinearity: `'tanh'` or `'relu'`.
+        device: Only `None` (JAX places arrays).
         dtype: Parameter dtype (default float32).
         seed: Int or key for the init; default: the global stream.
 
@@ -667,11 +681,12 @@ class RNNCell(_CellBase):
         hidden_size: int,
         bias: bool = True,
         nonlinearity: str = "tanh",
-        *,
+        device: Any = None,
         dtype: Any = None,
+        *,
         seed: Any = None,
     ) -> None:
-        super().__init__("RNN", input_size, hidden_size, bias, nonlinearity, dtype, seed)
+        super().__init__("RNN", input_size, hidden_size, bias, nonlinearity, device, dtype, seed)
 
 
 class LSTMCell(_CellBase):
@@ -685,6 +700,7 @@ class LSTMCell(_CellBase):
         input_size: Features per step.
         hidden_size: Size of `h` and `c`.
         bias: Whether to add biases.
+        device: Only `None` (JAX places arrays).
         dtype: Parameter dtype (default float32).
         seed: Int or key for the init; default: the global stream.
 
@@ -708,11 +724,12 @@ class LSTMCell(_CellBase):
         input_size: int,
         hidden_size: int,
         bias: bool = True,
-        *,
+        device: Any = None,
         dtype: Any = None,
+        *,
         seed: Any = None,
     ) -> None:
-        super().__init__("LSTM", input_size, hidden_size, bias, "tanh", dtype, seed)
+        super().__init__("LSTM", input_size, hidden_size, bias, "tanh", device, dtype, seed)
 
 
 class GRUCell(_CellBase):
@@ -725,6 +742,7 @@ class GRUCell(_CellBase):
         input_size: Features per step.
         hidden_size: Size of `h`.
         bias: Whether to add biases.
+        device: Only `None` (JAX places arrays).
         dtype: Parameter dtype (default float32).
         seed: Int or key for the init; default: the global stream.
 
@@ -745,8 +763,9 @@ class GRUCell(_CellBase):
         input_size: int,
         hidden_size: int,
         bias: bool = True,
-        *,
+        device: Any = None,
         dtype: Any = None,
+        *,
         seed: Any = None,
     ) -> None:
-        super().__init__("GRU", input_size, hidden_size, bias, "tanh", dtype, seed)
+        super().__init__("GRU", input_size, hidden_size, bias, "tanh", device, dtype, seed)
