@@ -11,6 +11,7 @@ attend) and `bias`, and lets the core layer compute everything else,
 attention dropout included (one mask per weight, as in PyTorch).
 """
 
+import functools
 import math
 from typing import Any
 
@@ -50,9 +51,31 @@ def build(core_cls: type, args: tuple[Any, ...], options: dict[str, Any]) -> tup
     return layer, rng
 
 
-def uniform(key: jax.Array, shape: tuple[int, ...], bound: float, dtype: Any) -> jax.Array:
-    """`U(-bound, bound)`, PyTorch's `uniform_` / `xavier_uniform_` / Linear init."""
-    return jax.random.uniform(key, shape, dtype=dtype, minval=-bound, maxval=bound)
+def uniform_arrays(
+    key: jax.Array, specs: tuple[tuple[str, tuple[int, ...], float], ...], dtype: Any
+) -> dict[str, jax.Array]:
+    """`{name: U(-bound, bound) of shape}` for `(name, shape, bound)` specs, one key each.
+
+    PyTorch's `uniform_` / `xavier_uniform_` / default Linear and RNN inits.
+    Compiled once per configuration: op by op, every random draw of a new
+    shape would compile on its own.
+    """
+    values = _uniform_program(specs, jnp.dtype(dtype))(key)
+    return {name: value for (name, _, _), value in zip(specs, values)}
+
+
+@functools.lru_cache(maxsize=256)
+def _uniform_program(specs: tuple[Any, ...], dtype: Any) -> Any:
+    def draw(key: jax.Array) -> list[jax.Array]:
+        # A list, not a dict: a dict comes back in sorted key order.
+        return [
+            jax.random.uniform(
+                jax.random.fold_in(key, i), shape, dtype=dtype, minval=-bound, maxval=bound
+            )
+            for i, (_, shape, bound) in enumerate(specs)
+        ]
+
+    return jax.jit(draw)
 
 
 def _is_bool(mask: Any) -> bool:
@@ -159,17 +182,16 @@ class MultiheadAttention(Shell):
         param_dtype = jnp.float32 if dtype is None else dtype
         e = self.embed_dim
         key = _next_key(seed, where)
-        keys = iter(jax.random.split(key, 4))
+        # Xavier-uniform in-projections, as PyTorch's _reset_parameters.
         if self._qkv_same_embed_dim:
-            self.in_proj_weight = uniform(
-                next(keys), (3 * e, e), math.sqrt(6 / (4 * e)), param_dtype
-            )
+            specs = (("in_proj_weight", (3 * e, e), math.sqrt(6 / (4 * e))),)
         else:
-            for name, width in (("q", e), ("k", self.kdim), ("v", self.vdim)):
-                bound = math.sqrt(6 / (e + width))
-                setattr(
-                    self, f"{name}_proj_weight", uniform(next(keys), (e, width), bound, param_dtype)
-                )
+            specs = tuple(
+                (f"{name}_proj_weight", (e, width), math.sqrt(6 / (e + width)))
+                for name, width in (("q", e), ("k", self.kdim), ("v", self.vdim))
+            )
+        for name, value in uniform_arrays(key, specs, param_dtype).items():
+            setattr(self, name, value)
         if bias:
             self.in_proj_bias = jnp.zeros((3 * e,), param_dtype)
         # PyTorch's out_proj is a Linear (default init) whose bias is then zeroed.

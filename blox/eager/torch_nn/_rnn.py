@@ -22,6 +22,7 @@ import numpy as np
 from blox import core
 
 from .._seed import _next_key, build_core, init_params
+from ._attention import uniform_arrays
 from ._shell import Shell, check_device
 
 __all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell"]
@@ -108,13 +109,8 @@ def _uniform_init(
     where: str, seed: Any, shapes: dict[str, tuple[int, ...]], bound: float, dtype: Any
 ) -> dict[str, jax.Array]:
     """PyTorch's recurrent init: every array `U(-bound, bound)`, one key each."""
-    key = _next_key(seed, where)
-    return {
-        name: jax.random.uniform(
-            jax.random.fold_in(key, i), shape, dtype=dtype, minval=-bound, maxval=bound
-        )
-        for i, (name, shape) in enumerate(shapes.items())
-    }
+    specs = tuple((name, shape, bound) for name, shape in shapes.items())
+    return uniform_arrays(_next_key(seed, where), specs, dtype)
 
 
 def _check_size(where: str, name: str, value: Any) -> int:
