@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = {
     "digits_cnn.py": (("digits_cnn.png", "digits_cnn.safetensors"), "test accuracy:"),
     "digits_functional.py": (("digits_functional.png",), "test accuracy:"),
+    "char_gpt.py": (("char_gpt.png",), "validation loss:"),
     "char_lstm.py": (("char_lstm.png",), "validation loss:"),
 }
 

@@ -1,5 +1,13 @@
 """blox.core: the functional engine. Every call is `outputs, params = module(params, x)`."""
 
+from ._attention import MultiHeadAttention as MultiHeadAttention
+from ._attention import SelfAttention as SelfAttention
+from ._attention import apply_rotary_embedding as apply_rotary_embedding
+from ._attention import combine_masks as combine_masks
+from ._attention import dot_product_attention as dot_product_attention
+from ._attention import dot_product_attention_weights as dot_product_attention_weights
+from ._attention import make_attention_mask as make_attention_mask
+from ._attention import make_causal_mask as make_causal_mask
 from ._checkpoint import load_params as load_params
 from ._checkpoint import save_params as save_params
 from ._conv import Conv as Conv
@@ -61,6 +69,7 @@ __all__ = [
     "Linear",
     "MGUCell",
     "Module",
+    "MultiHeadAttention",
     "OptimizedLSTMCell",
     "Param",
     "Params",
@@ -69,16 +78,23 @@ __all__ = [
     "RNNCellBase",
     "RecurrenceBase",
     "Rng",
+    "SelfAttention",
     "SequenceBase",
     "Sequential",
     "SimpleCell",
     "StackedRNN",
     "VanillaRNN",
+    "apply_rotary_embedding",
     "avg_pool",
+    "combine_masks",
     "display",
+    "dot_product_attention",
+    "dot_product_attention_weights",
     "dynamic_scan",
     "flip_sequences",
     "load_params",
+    "make_attention_mask",
+    "make_causal_mask",
     "max_pool",
     "min_pool",
     "save_params",

@@ -1,5 +1,6 @@
 """blox.eager: the PyTorch-style object API over `blox.core`."""
 
+from ._attention import MultiHeadAttention as MultiHeadAttention
 from ._checkpoint import Checkpoint as Checkpoint
 from ._checkpoint import load as load
 from ._checkpoint import save as save
@@ -50,6 +51,7 @@ __all__ = [
     "Linear",
     "LoadResult",
     "Module",
+    "MultiHeadAttention",
     "RMSNorm",
     "Sequential",
     "Summary",

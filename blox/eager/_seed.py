@@ -96,7 +96,7 @@ def build_core(
     names = [
         name
         for name, p in inspect.signature(core_cls.__init__).parameters.items()
-        if name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD
+        if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     ]
     # The graph and the sizes are given positionally; the init Rng is ours.
     taken = {"rng", *names[: 1 + len(args)]}

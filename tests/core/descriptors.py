@@ -273,6 +273,34 @@ DESCRIPTORS: tuple[Descriptor, ...] = (
         },
     ),
     Descriptor(
+        name="multi_head_attention",
+        build=lambda g, rng: bx.MultiHeadAttention(g / "mha", 2, rng=rng),
+        call=_plain,
+        shape=(2, 3, 4),
+        params={
+            **{_p("mha", n, "kernel"): (4, 2, 2) for n in ("query", "key", "value")},
+            **{_p("mha", n, "bias"): (2, 2) for n in ("query", "key", "value")},
+            _p("mha", "out", "kernel"): (2, 2, 4),
+            _p("mha", "out", "bias"): (4,),
+        },
+    ),
+    Descriptor(
+        name="self_attention_normalize_qk",
+        build=lambda g, rng: bx.SelfAttention(
+            g / "att", 2, qkv_features=6, out_features=3, normalize_qk=True, rng=rng
+        ),
+        call=_plain,
+        shape=(2, 3, 4),
+        params={
+            **{_p("att", n, "kernel"): (4, 2, 3) for n in ("query", "key", "value")},
+            **{_p("att", n, "bias"): (2, 3) for n in ("query", "key", "value")},
+            _p("att", "query_ln", "scale"): (3,),
+            _p("att", "key_ln", "scale"): (3,),
+            _p("att", "out", "kernel"): (2, 3, 3),
+            _p("att", "out", "bias"): (3,),
+        },
+    ),
+    Descriptor(
         name="max_pool",
         build=lambda g, rng: None,
         call=_pool(bx.max_pool, window_shape=(2, 2)),
