@@ -10,15 +10,27 @@ from ._attention import make_attention_mask as make_attention_mask
 from ._attention import make_causal_mask as make_causal_mask
 from ._checkpoint import load_params as load_params
 from ._checkpoint import save_params as save_params
+from ._combinators import EMA as EMA
+from ._combinators import BatchApply as BatchApply
+from ._combinators import Lambda as Lambda
+from ._combinators import Parallel as Parallel
 from ._conv import Conv as Conv
+from ._conv import ConvLocal as ConvLocal
 from ._conv import ConvTranspose as ConvTranspose
 from ._display import display as display
 from ._dropout import Dropout as Dropout
 from ._embed import Embed as Embed
 from ._graph import Graph as Graph
+from ._linear import Bias as Bias
+from ._linear import DenseGeneral as DenseGeneral
+from ._linear import Einsum as Einsum
+from ._linear import Identity as Identity
 from ._linear import Linear as Linear
+from ._linear import Scaler as Scaler
 from ._module import Module as Module
 from ._norm import BatchNorm as BatchNorm
+from ._norm import GroupNorm as GroupNorm
+from ._norm import InstanceNorm as InstanceNorm
 from ._norm import LayerNorm as LayerNorm
 from ._norm import RMSNorm as RMSNorm
 from ._params import Param as Param
@@ -26,6 +38,8 @@ from ._params import Params as Params
 from ._pool import avg_pool as avg_pool
 from ._pool import max_pool as max_pool
 from ._pool import min_pool as min_pool
+from ._pool import pool as pool
+from ._pool import sum_pool as sum_pool
 from ._recurrent import GRU as GRU
 from ._recurrent import LSTM as LSTM
 from ._recurrent import RNN as RNN
@@ -51,26 +65,37 @@ from ._scan import static_scan as static_scan
 from ._sequential import Sequential as Sequential
 
 __all__ = [
+    "BatchApply",
     "BatchNorm",
+    "Bias",
     "Bidirectional",
     "Conv",
     "ConvLSTMCell",
+    "ConvLocal",
     "ConvTranspose",
+    "DenseGeneral",
     "Dropout",
+    "EMA",
+    "Einsum",
     "Embed",
     "GRU",
     "GRUCell",
     "GRUState",
     "Graph",
+    "GroupNorm",
+    "Identity",
+    "InstanceNorm",
     "LSTM",
     "LSTMCell",
     "LSTMState",
+    "Lambda",
     "LayerNorm",
     "Linear",
     "MGUCell",
     "Module",
     "MultiHeadAttention",
     "OptimizedLSTMCell",
+    "Parallel",
     "Param",
     "Params",
     "RMSNorm",
@@ -78,6 +103,7 @@ __all__ = [
     "RNNCellBase",
     "RecurrenceBase",
     "Rng",
+    "Scaler",
     "SelfAttention",
     "SequenceBase",
     "Sequential",
@@ -97,7 +123,9 @@ __all__ = [
     "make_causal_mask",
     "max_pool",
     "min_pool",
+    "pool",
     "save_params",
     "scan_cell",
     "static_scan",
+    "sum_pool",
 ]

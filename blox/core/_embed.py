@@ -5,6 +5,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ._dtypes import promote_dtype
 from ._graph import Graph
 from ._module import Initializer, Module, _where
 from ._params import Params
@@ -25,6 +26,9 @@ class Embed(Module):
         rng: `Rng` for initialisation.
         embedding_init: Initialiser of the table.
         embedding_metadata: Metadata stored with the table.
+        dtype: Dtype of the looked-up vectors and of `attend` (`None`: the
+            table's; flax's rule).
+        param_dtype: Dtype the table is created in.
 
     Shapes:
         ids `(*batch,)` integers -> `(*batch, embedding_size)`;
@@ -51,6 +55,9 @@ class Embed(Module):
         rng: Any = None,
         embedding_init: Initializer = _DEFAULT_EMBEDDING_INIT,
         embedding_metadata: dict[str, Any] | None = None,
+        *,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
     ) -> None:
         super().__init__(graph)
         self.num_embeddings = num_embeddings
@@ -58,6 +65,8 @@ class Embed(Module):
         self.rng = rng
         self.embedding_init = embedding_init
         self.embedding_metadata = embedding_metadata
+        self.dtype = dtype
+        self.param_dtype = param_dtype
 
     def _table(self, params: Params) -> tuple[jax.Array, Params]:
         return self.get_param(
@@ -65,6 +74,7 @@ class Embed(Module):
             "embedding",
             (self.num_embeddings, self.embedding_size),
             self.embedding_init,
+            dtype=self.param_dtype,
             metadata=self.embedding_metadata,
             rng=self.rng,
         )
@@ -79,6 +89,7 @@ class Embed(Module):
                 "Fix: cast them, e.g. ids.astype(jnp.int32)."
             )
         table, params = self._table(params)
+        (table,) = promote_dtype(table, dtype=self.dtype, inexact=False)
         return table[indices], params
 
     def attend(self, params: Params, inputs: jax.Array) -> tuple[jax.Array, Params]:
@@ -100,4 +111,5 @@ class Embed(Module):
                 "size first."
             )
         table, params = self._table(params)
+        inputs, table = promote_dtype(inputs, table, dtype=self.dtype)
         return jnp.dot(inputs, table.T), params

@@ -1,4 +1,9 @@
-"""`Sequential`: apply blox modules and plain functions one after another."""
+"""`Sequential`: apply blox modules and plain functions one after another.
+
+Also home of the two helpers every combinator shares: checking its layers and
+calling one of them (a blox module with params and the mode, a plain callable
+without).
+"""
 
 import inspect
 from collections.abc import Callable, Sequence
@@ -9,12 +14,41 @@ from ._module import Module, _where
 from ._params import Params
 
 
+def _check_layers(module: Module, layers: Sequence[Any]) -> list[Any]:
+    layers = list(layers)
+    for i, layer in enumerate(layers):
+        if not callable(layer):
+            raise TypeError(
+                f"{_where(module)}: expected every layer to be a blox Module or a "
+                f"callable, got {type(layer).__name__} at index {i}. Fix: "
+                "remove it or wrap it in a function."
+            )
+    return layers
+
+
+def _call_layer(
+    layer: Any, params: Params, args: tuple, kwargs: dict, is_training: bool | None
+) -> tuple[Any, Params]:
+    """`layer(params, *args, **kwargs)` for a module (with the mode if it takes one)."""
+    if isinstance(layer, Module):
+        if is_training is not None and _takes_mode(layer):
+            return layer(params, *args, is_training=is_training, **kwargs)
+        return layer(params, *args, **kwargs)
+    return layer(*args, **kwargs), params
+
+
 class Sequential(Module):
     """Chains layers: blox modules get `(params, x)`, plain callables get `x`.
+
+    As in flax, a layer's output that is a `tuple` is passed to the next layer
+    as positional arguments and a `dict` as keyword arguments (`splat=False`
+    passes them as one argument, as the ancestor did). A `NamedTuple` such as
+    an `LSTMState` is a tuple too.
 
     Args:
         graph: This module's node.
         layers: Blox modules and plain callables such as `jax.nn.relu`.
+        splat: Expand tuple and dict outputs into the next layer's arguments.
 
     Raises:
         TypeError: If a layer is not callable.
@@ -32,17 +66,15 @@ class Sequential(Module):
         (4, 2)
     """
 
-    def __init__(self, graph: Graph, layers: Sequence[Module | Callable[[Any], Any]]) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        layers: Sequence[Module | Callable[..., Any]],
+        splat: bool = True,
+    ) -> None:
         super().__init__(graph)
-        layers = list(layers)
-        for i, layer in enumerate(layers):
-            if not callable(layer):
-                raise TypeError(
-                    f"{_where(self)}: expected every layer to be a blox Module or a "
-                    f"callable, got {type(layer).__name__} at index {i}. Fix: "
-                    "remove it or wrap it in a function."
-                )
-        self.layers = layers
+        self.layers = _check_layers(self, layers)
+        self.splat = splat
 
     def __call__(
         self, params: Params, inputs: Any, is_training: bool | None = None
@@ -65,14 +97,13 @@ class Sequential(Module):
             ([1.0, 1.0, 1.0, 1.0], 0)
         """
         x = inputs
-        for layer in self.layers:
-            if isinstance(layer, Module):
-                if is_training is not None and _takes_mode(layer):
-                    x, params = layer(params, x, is_training=is_training)
-                else:
-                    x, params = layer(params, x)
-            else:
-                x = layer(x)
+        for i, layer in enumerate(self.layers):
+            args, kwargs = (x,), {}
+            if i and self.splat and isinstance(x, tuple):
+                args = x
+            elif i and self.splat and isinstance(x, dict):
+                args, kwargs = (), x
+            x, params = _call_layer(layer, params, args, kwargs, is_training)
         return x, params
 
 

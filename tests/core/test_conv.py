@@ -360,19 +360,35 @@ def test_output_channels_not_divisible_by_groups_is_a_value_error() -> None:
     ("padding", "got", "fix"),
     [
         ("FULL", "'FULL'", "use one of those"),
-        (((1, 1),), r"\(\(1, 1\),\)", "give one pair per spatial dim"),
-        (((1, 1, 1), (0, 0)), r"\(\(1, 1, 1\), \(0, 0\)\)", "give one pair per spatial dim"),
+        (((1, 1),), r"\(\(1, 1\),\)", r"give one int or \(low, high\) pair per spatial dim"),
+        (
+            ((1, 1, 1), (0, 0)),
+            r"\(\(1, 1, 1\), \(0, 0\)\)",
+            r"give one int or \(low, high\) pair per spatial dim",
+        ),
     ],
     ids=["bad_string", "too_few_pairs", "not_a_pair"],
 )
 @pytest.mark.parametrize(
-    ("cls", "name"),
-    [(bx.Conv, "Conv at 'net/conv'"), (bx.ConvTranspose, "ConvTranspose at 'net/up'")],
+    ("cls", "name", "strings"),
+    [
+        (
+            bx.Conv,
+            "Conv at 'net/conv'",
+            "'SAME', 'VALID', 'CIRCULAR', 'REFLECT', 'REPLICATE', 'CAUSAL'",
+        ),
+        (bx.ConvTranspose, "ConvTranspose at 'net/up'", "'SAME', 'VALID', 'CIRCULAR'"),
+    ],
+    ids=["conv", "transpose"],
 )
-def test_malformed_padding_is_a_value_error(cls, name: str, padding, got: str, fix: str) -> None:
+def test_malformed_padding_is_a_value_error(
+    cls, name: str, strings: str, padding, got: str, fix: str
+) -> None:
     with pytest.raises(
         ValueError,
-        match=re.escape(f"{name}: expected padding 'SAME', 'VALID' or 2 (low, high) pairs, ")
+        match=re.escape(
+            f"{name}: expected padding {strings}, an int, or 2 ints or (low, high) pairs, "
+        )
         + f"got {got}\\. Fix: {fix}",
     ):
         _make(cls, (3, 3), 4, padding=padding)

@@ -130,7 +130,7 @@ def test_malformed_padding_is_a_value_error(kind: str, padding, got: str) -> Non
     fn, _ = POOLS[kind]
     with pytest.raises(
         ValueError,
-        match=rf"{kind}_pool: expected padding 'SAME', 'VALID' or 2 \(low, high\) pairs, "
+        match=rf"{kind}_pool: expected padding 'SAME', 'VALID', an int, or 2 ints or \(low, high\) pairs, "
         rf"got {got}\. Fix:",
     ):
         fn(np.ones((1, 4, 4, 1), np.float32), (2, 2), padding=padding)

@@ -40,8 +40,10 @@ def _torch_names(model: _EagerModule) -> Iterator[tuple[str, _EagerModule, str]]
 
 
 def _to_numpy(where: str, name: str, value: Any) -> Any:
-    if isinstance(value, jax.Array | np.ndarray | np.generic):
+    if isinstance(value, jax.Array):
         return value
+    if isinstance(value, np.ndarray | np.generic):
+        return np.array(value)  # a copy: JAX may alias host memory the caller mutates
     kind = type(value)
     if kind.__module__.startswith("torch") and hasattr(value, "detach"):
         import torch
@@ -49,7 +51,9 @@ def _to_numpy(where: str, name: str, value: Any) -> Any:
         tensor = value.detach().cpu()
         if tensor.dtype == torch.bfloat16:
             tensor = tensor.float()  # numpy has no bfloat16; exact in float32
-        return tensor.numpy()
+        # A copy: PyTorch updates its buffers in place, and JAX may alias the
+        # numpy memory, so a shared buffer would change under our feet.
+        return tensor.numpy().copy()
     if isinstance(value, int | float | bool):
         return np.asarray(value)
     raise TypeError(

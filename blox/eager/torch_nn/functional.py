@@ -26,3 +26,17 @@ from ._activation import softplus as softplus
 from ._activation import softsign as softsign
 from ._activation import tanh as tanh
 from ._linear import flatten as flatten
+from ._pool import adaptive_avg_pool1d as adaptive_avg_pool1d
+from ._pool import adaptive_avg_pool2d as adaptive_avg_pool2d
+from ._pool import adaptive_avg_pool3d as adaptive_avg_pool3d
+from ._pool import adaptive_max_pool1d as adaptive_max_pool1d
+from ._pool import adaptive_max_pool2d as adaptive_max_pool2d
+from ._pool import avg_pool1d as avg_pool1d
+from ._pool import avg_pool2d as avg_pool2d
+from ._pool import avg_pool3d as avg_pool3d
+from ._pool import interpolate as interpolate
+from ._pool import max_pool1d as max_pool1d
+from ._pool import max_pool2d as max_pool2d
+from ._pool import max_pool3d as max_pool3d
+from ._pool import pixel_shuffle as pixel_shuffle
+from ._pool import pixel_unshuffle as pixel_unshuffle

@@ -1,0 +1,81 @@
+"""Helpers for agreement tests with flax.linen: copy a flax param tree into blox by path."""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import blox as bx
+
+
+def flax_paths(tree: Any, prefix: tuple[str, ...]) -> dict[tuple[str, ...], Any]:
+    """`{prefix + path: leaf}` for a nested flax dict (`FrozenDict` or dict)."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {prefix + tuple(str(k.key) for k in path): leaf for path, leaf in flat}
+
+
+def to_blox(tree: Any, prefix: tuple[str, ...], extra: dict | None = None) -> bx.Params:
+    """A flax param tree as blox params under `prefix` (flax's names kept), plus `extra`."""
+    return bx.Params.from_dict({**flax_paths(tree, prefix), **(extra or {})})
+
+
+def probe(shape: tuple[int, ...], seed: int = 7) -> jax.Array:
+    """Fixed cotangent for comparing gradients of a scalar `sum(y * probe)`."""
+    return jax.random.normal(jax.random.key(seed), shape)
+
+
+def close(actual: Any, expected: Any, rtol: float = 1e-6, atol: float = 1e-6) -> None:
+    """Leafwise `assert_allclose` at the house float32 tolerance."""
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=rtol, atol=atol)
+
+
+def inputs(shape: tuple[int, ...], seed: int = 1, dtype: Any = jnp.float32) -> jax.Array:
+    return (jax.random.normal(jax.random.key(seed), shape) * 2.0 + 0.5).astype(dtype)
+
+
+def agree(
+    flax_module: Any,
+    layer: Any,
+    x: jax.Array,
+    prefix: tuple[str, ...],
+    *,
+    flax_kwargs: dict[str, Any] | None = None,
+    blox_kwargs: dict[str, Any] | None = None,
+    rtol: float = 1e-6,
+    atol: float = 1e-6,
+) -> bx.Params:
+    """Asserts blox `layer` equals `flax_module` on `x`, outputs and gradients.
+
+    flax's params are created by `init` and copied into blox by path; the
+    gradients of `sum(y * probe)` with respect to the params (by path) and to
+    `x` must agree too. Returns the copied params.
+    """
+    flax_kwargs = flax_kwargs or {}
+    blox_kwargs = blox_kwargs or {}
+    variables = flax_module.init(jax.random.key(3), x, **flax_kwargs)
+    params = to_blox(variables.get("params", {}), prefix)
+    r = probe(jnp.shape(flax_module.apply(variables, x, **flax_kwargs)))
+
+    @jax.jit
+    def flax_loss(p: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        y = flax_module.apply({**variables, "params": p}, x, **flax_kwargs)
+        return jnp.sum(y * r), y
+
+    @jax.jit
+    def blox_loss(p: bx.Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        y, _ = layer(p, x, **blox_kwargs)
+        return jnp.sum(y * r), y
+
+    grad = lambda f, p: jax.grad(f, argnums=(0, 1), has_aux=True)(p, x)  # noqa: E731
+    (gp_f, gx_f), y_f = grad(flax_loss, variables.get("params", {}))
+    (gp_b, gx_b), y_b = grad(blox_loss, params)
+    assert y_b.dtype == y_f.dtype, (y_b.dtype, y_f.dtype)
+    close(y_b, y_f, rtol, atol)
+    close(gx_b, gx_f, rtol, atol)
+    expected = flax_paths(gp_f, prefix)
+    assert set(expected) == set(gp_b.keys())
+    for path, value in expected.items():
+        close(gp_b[path].value, value, rtol, atol)
+    return params
