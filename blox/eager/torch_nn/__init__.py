@@ -35,6 +35,7 @@ from ._activation import Softmax as Softmax
 from ._activation import Softplus as Softplus
 from ._activation import Softsign as Softsign
 from ._activation import Tanh as Tanh
+from ._attention import MultiheadAttention as MultiheadAttention
 from ._conv import Conv1d as Conv1d
 from ._conv import Conv2d as Conv2d
 from ._conv import Conv3d as Conv3d
@@ -87,3 +88,14 @@ from ._pool import MaxPool3d as MaxPool3d
 from ._pool import PixelShuffle as PixelShuffle
 from ._pool import PixelUnshuffle as PixelUnshuffle
 from ._pool import Upsample as Upsample
+from ._rnn import GRU as GRU
+from ._rnn import LSTM as LSTM
+from ._rnn import RNN as RNN
+from ._rnn import GRUCell as GRUCell
+from ._rnn import LSTMCell as LSTMCell
+from ._rnn import RNNCell as RNNCell
+from ._transformer import Transformer as Transformer
+from ._transformer import TransformerDecoder as TransformerDecoder
+from ._transformer import TransformerDecoderLayer as TransformerDecoderLayer
+from ._transformer import TransformerEncoder as TransformerEncoder
+from ._transformer import TransformerEncoderLayer as TransformerEncoderLayer
