@@ -49,6 +49,8 @@ def test_init_args_capture_defaults_and_given_values():
         "bias_init",
         "kernel_metadata",
         "bias_metadata",
+        "dtype",
+        "param_dtype",
     ]
     assert args["output_size"] == 4
     assert args["rng"] is rng

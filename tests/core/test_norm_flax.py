@@ -24,33 +24,26 @@ def _node() -> bx.Graph:
 @pytest.mark.parametrize(
     "axes, fast",
     [(((-2, -1), (-2, -1)), True), (((1, 2), -1), False)],
-    ids=["torch_normalized_shape_fast", "instance_like_two_pass"],
+    ids=["torch_normalized_shape_fast_masked", "instance_like_two_pass"],
 )
 def test_layer_norm_reduction_and_feature_axes_match_flax(axes, fast) -> None:
     reduction, feature = axes
     options = dict(reduction_axes=reduction, feature_axes=feature, epsilon=1e-6)
     ln = bx.LayerNorm(_node(), **options, use_fast_variance=fast)
-    agree(fnn.LayerNorm(**options, use_fast_variance=fast), ln, inputs((2, 3, 4)), P)
+    mask = {"mask": jax.random.bernoulli(jax.random.key(2), 0.7, (2, 3, 4))} if fast else {}
+    flax_ln = fnn.LayerNorm(**options, use_fast_variance=fast)
+    agree(flax_ln, ln, inputs((2, 3, 4)), P, flax_kwargs=mask, blox_kwargs=mask)
 
 
-def test_layer_norm_and_rms_norm_masks_match_flax() -> None:
-    x = inputs((3, 5))
-    mask = jnp.array([[True, True, False, True, False]] * 3)
-    agree(
-        fnn.LayerNorm(),
-        bx.LayerNorm(_node(), epsilon=1e-6, use_fast_variance=True),
-        x,
-        P,
-        flax_kwargs={"mask": mask},
-        blox_kwargs={"mask": mask},
-    )
+def test_rms_norm_axes_and_mask_match_flax() -> None:
+    mask = {"mask": jnp.array([[True, True, False, True, False]] * 3)}
     agree(
         fnn.RMSNorm(reduction_axes=(0, 1), feature_axes=0),
         bx.RMSNorm(_node(), epsilon=1e-6, reduction_axes=(0, 1), feature_axes=0),
-        x,
+        inputs((3, 5)),
         P,
-        flax_kwargs={"mask": mask},
-        blox_kwargs={"mask": mask},
+        flax_kwargs=mask,
+        blox_kwargs=mask,
     )
 
 
@@ -70,28 +63,23 @@ def test_norm_dtypes_match_flax_bfloat16_compute_float32_params() -> None:
 
 
 @pytest.mark.parametrize(
-    "options",
+    "options, masked",
     [
-        dict(num_groups=None, group_size=1, use_fast_variance=False, epsilon=1e-3),
-        dict(num_groups=3, reduction_axes=(2, 3), use_bias=False),
+        (dict(num_groups=None, group_size=2, use_fast_variance=False, epsilon=1e-3), True),
+        (dict(num_groups=3, reduction_axes=(2, 3), use_bias=False), False),
     ],
-    ids=["group_size_two_pass", "reduction_axes"],
+    ids=["group_size_two_pass_masked", "reduction_axes"],
 )
-def test_group_norm_matches_flax(options) -> None:
+def test_group_norm_matches_flax(options, masked) -> None:
     x = inputs((2, 3, 2, 6))
-    agree(fnn.GroupNorm(**options), bx.GroupNorm(_node(), **options), x, P)
-
-
-def test_group_norm_mask_matches_flax() -> None:
-    x = inputs((2, 5, 4))
-    mask = jax.random.bernoulli(jax.random.key(2), 0.7, (2, 5, 4))
+    mask = {"mask": jax.random.bernoulli(jax.random.key(2), 0.7, x.shape)} if masked else {}
     agree(
-        fnn.GroupNorm(num_groups=2),
-        bx.GroupNorm(_node(), num_groups=2),
+        fnn.GroupNorm(**options),
+        bx.GroupNorm(_node(), **options),
         x,
         P,
-        flax_kwargs={"mask": mask},
-        blox_kwargs={"mask": mask},
+        flax_kwargs=mask,
+        blox_kwargs=mask,
     )
 
 
