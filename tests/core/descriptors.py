@@ -216,15 +216,6 @@ DESCRIPTORS: tuple[Descriptor, ...] = (
         params={_p("up", "kernel"): (3, 3, 4, 3), _p("up", "bias"): (4,)},
     ),
     Descriptor(
-        name="conv1d_circular_channels_first",
-        build=lambda g, rng: bx.Conv(
-            g / "conv", 3, 4, rng=rng, padding="CIRCULAR", channels_first=True
-        ),
-        call=_plain,
-        shape=(2, 3, 8),
-        params={_p("conv", "kernel"): (3, 3, 4), _p("conv", "bias"): (4,)},
-    ),
-    Descriptor(
         name="conv_local2d",
         build=lambda g, rng: bx.ConvLocal(g / "local", (2, 2), 3, rng=rng, padding="VALID"),
         call=_plain,
@@ -232,26 +223,8 @@ DESCRIPTORS: tuple[Descriptor, ...] = (
         params={_p("local", "kernel"): (3, 4, 8, 3), _p("local", "bias"): (3, 4, 3)},
     ),
     Descriptor(
-        name="conv_transpose1d_flipped",
-        build=lambda g, rng: bx.ConvTranspose(
-            g / "up", 3, 4, rng=rng, strides=2, transpose_kernel=True
-        ),
-        call=_plain,
-        shape=(2, 5, 3),
-        params={_p("up", "kernel"): (3, 4, 3), _p("up", "bias"): (4,)},
-    ),
-    Descriptor(
         name="dropout",
         build=lambda g, rng: bx.Dropout(g / "drop", 0.3, rng=rng),
-        call=_training,
-        shape=(4, 6),
-        params={},
-        out_dtype=_same,
-        rows_independent=False,
-    ),
-    Descriptor(
-        name="dropout_broadcast",
-        build=lambda g, rng: bx.Dropout(g / "drop", 0.3, rng=rng, broadcast_dims=(-1,)),
         call=_training,
         shape=(4, 6),
         params={},
@@ -430,14 +403,6 @@ DESCRIPTORS: tuple[Descriptor, ...] = (
         name="avg_pool_same",
         build=lambda g, rng: None,
         call=_pool(bx.avg_pool, window_shape=(2, 3), strides=1, padding="SAME"),
-        shape=(2, 4, 5, 3),
-        params={},
-        out_dtype=_same,
-    ),
-    Descriptor(
-        name="avg_pool_include_pad",
-        build=lambda g, rng: None,
-        call=_pool(bx.avg_pool, window_shape=(2, 2), strides=1, padding=1, count_include_pad=True),
         shape=(2, 4, 5, 3),
         params={},
         out_dtype=_same,
