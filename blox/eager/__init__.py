@@ -22,8 +22,14 @@ from ._pool import max_pool as max_pool
 from ._pool import min_pool as min_pool
 from ._recurrent import GRU as GRU
 from ._recurrent import LSTM as LSTM
+from ._recurrent import RNN as RNN
+from ._recurrent import GRUCell as GRUCell
 from ._recurrent import GRUState as GRUState
+from ._recurrent import LSTMCell as LSTMCell
 from ._recurrent import LSTMState as LSTMState
+from ._recurrent import MGUCell as MGUCell
+from ._recurrent import OptimizedLSTMCell as OptimizedLSTMCell
+from ._recurrent import SimpleCell as SimpleCell
 from ._seed import manual_seed as manual_seed
 from ._sequential import Sequential as Sequential
 from ._summary import Summary as Summary
@@ -38,6 +44,7 @@ from ._typecheck import typechecking_enabled as typechecking_enabled
 __all__ = [
     "GRU",
     "LSTM",
+    "RNN",
     "BatchNorm",
     "Checkpoint",
     "Conv",
@@ -45,15 +52,20 @@ __all__ = [
     "CoreModule",
     "Dropout",
     "Embed",
+    "GRUCell",
     "GRUState",
+    "LSTMCell",
     "LSTMState",
     "LayerNorm",
     "Linear",
     "LoadResult",
+    "MGUCell",
     "Module",
     "MultiHeadAttention",
+    "OptimizedLSTMCell",
     "RMSNorm",
     "Sequential",
+    "SimpleCell",
     "Summary",
     "avg_pool",
     "filter_grad",
