@@ -30,6 +30,7 @@ from ._recurrent import LSTMState as LSTMState
 from ._recurrent import MGUCell as MGUCell
 from ._recurrent import OptimizedLSTMCell as OptimizedLSTMCell
 from ._recurrent import SimpleCell as SimpleCell
+from ._rng import Rng as Rng
 from ._seed import manual_seed as manual_seed
 from ._sequential import Sequential as Sequential
 from ._summary import Summary as Summary
@@ -64,6 +65,7 @@ __all__ = [
     "MultiHeadAttention",
     "OptimizedLSTMCell",
     "RMSNorm",
+    "Rng",
     "Sequential",
     "SimpleCell",
     "Summary",

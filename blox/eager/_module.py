@@ -73,6 +73,8 @@ import numpy as np
 
 from blox.core import Param, Params
 
+from ._surgery import Surgery
+
 _PARAM, _BUFFER, _CHILD, _CONTAINER = "param", "buffer", "child", "container"
 _ARRAY_KINDS = (_PARAM, _BUFFER)
 
@@ -289,7 +291,7 @@ def _unflatten(aux: _Aux, children: Any) -> "Module":
 _new = object.__new__
 
 
-class Module:
+class Module(Surgery):
     """Base class of eager models: assign layers as attributes, write `__call__`.
 
     Sub-modules (and lists, tuples and dicts of them) become children; arrays

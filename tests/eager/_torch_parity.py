@@ -1,6 +1,5 @@
 """Shared checks of `torch_nn` layers against `torch.nn` with weights copied across."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
@@ -13,12 +12,13 @@ def to_torch(x):
 
 
 def check(ours, theirs, inputs, **kwargs):
-    """`_check` op by op: for these tiny shapes compiling each call costs far more."""
-    with jax.disable_jit():
-        return _check(ours, theirs, inputs, **kwargs)
+    """Compares `ours` with `theirs`; see `_check`."""
+    return _check(ours, theirs, inputs, **kwargs)
 
 
-def _check(ours, theirs, inputs, *, atol=1e-5, rtol=1e-5, modes=(True, False), grads=True):
+def _check(
+    ours, theirs, inputs, *, atol=1e-5, rtol=1e-5, modes=(True, False), grads=True, reload=True
+):
     """Copies `theirs` into `ours`, then compares outputs, gradients and buffers.
 
     For each mode: outputs of both; with `grads`, the gradients of
@@ -26,7 +26,8 @@ def _check(ours, theirs, inputs, *, atol=1e-5, rtol=1e-5, modes=(True, False), g
     and every parameter; and every buffer after the call (a training step
     updates running statistics).
     """
-    ours.load_state_dict(theirs.state_dict())
+    if reload:
+        ours.load_state_dict(theirs.state_dict())
     for training in modes:
         ours.train(training)
         theirs.train(training)
@@ -39,16 +40,20 @@ def _check(ours, theirs, inputs, *, atol=1e-5, rtol=1e-5, modes=(True, False), g
         r = np.random.default_rng(0).standard_normal(tuple(t_first.shape)).astype(np.float32)
         j_in = [jnp.asarray(x) for x in inputs]
 
-        def loss(both, r=r):
+        @nn.filter_jit
+        def step(both, r=r):
+            return nn.filter_value_and_grad(loss, has_aux=True)(both, r)
+
+        def loss(both, r):
             model, xs = both
             out = model(*xs)
             out = out[0] if isinstance(out, tuple) else out
             return jnp.sum(out * r), out
 
         if grads:
-            (_, out), (g_model, g_in) = nn.filter_value_and_grad(loss, has_aux=True)((ours, j_in))
+            (_, out), (g_model, g_in) = step((ours, j_in))
         else:
-            _, out = loss((ours, j_in))
+            _, out = loss((ours, j_in), r)
         np.testing.assert_allclose(out, t_first.detach().numpy(), atol=atol, rtol=rtol)
         if grads:
             (t_first * torch.from_numpy(r)).sum().backward()

@@ -8,11 +8,13 @@ numerics are `blox.core`'s; these classes only rename and move axes.
 """
 
 from .._module import trainable as trainable
+from .._rng import Rng as Rng
 from .._seed import manual_seed as manual_seed
 from .._transforms import filter_grad as filter_grad
 from .._transforms import filter_jit as filter_jit
 from .._transforms import filter_value_and_grad as filter_value_and_grad
 from . import functional as functional
+from . import init as init
 from ._activation import CELU as CELU
 from ._activation import ELU as ELU
 from ._activation import GELU as GELU
@@ -50,6 +52,15 @@ from ._linear import Flatten as Flatten
 from ._linear import Identity as Identity
 from ._linear import Linear as Linear
 from ._linear import Unflatten as Unflatten
+from ._loss import BCELoss as BCELoss
+from ._loss import BCEWithLogitsLoss as BCEWithLogitsLoss
+from ._loss import CrossEntropyLoss as CrossEntropyLoss
+from ._loss import HuberLoss as HuberLoss
+from ._loss import KLDivLoss as KLDivLoss
+from ._loss import L1Loss as L1Loss
+from ._loss import MSELoss as MSELoss
+from ._loss import NLLLoss as NLLLoss
+from ._loss import SmoothL1Loss as SmoothL1Loss
 from ._module import Module as Module
 from ._module import ModuleDict as ModuleDict
 from ._module import ModuleList as ModuleList

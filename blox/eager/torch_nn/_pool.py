@@ -43,11 +43,6 @@ def _pool_pads(
     """`(p, p + extra)` per dim, `extra` making room for `ceil_mode`'s last window."""
     pads = []
     for size, k, s, p in zip(sizes, kernel, stride, padding):
-        if p > k // 2:
-            raise ValueError(
-                f"{where}: expected padding at most half the kernel size, got padding={p} "
-                f"for kernel {k}. Fix: use padding <= kernel_size // 2, as PyTorch requires."
-            )
         span = size + 2 * p - k
         if span < 0:
             raise ValueError(
@@ -59,6 +54,15 @@ def _pool_pads(
             out -= 1  # the last window would start in the right padding
         pads.append((p, p + max(0, (out - 1) * s + k - (size + 2 * p))))
     return tuple(pads)
+
+
+def _half(where: str, kernel: Sequence[int], padding: Sequence[int]) -> None:
+    if any(p > k // 2 for p, k in zip(padding, kernel)):
+        raise ValueError(
+            f"{where}: expected padding at most half the kernel size, got padding="
+            f"{tuple(padding)} for kernel {tuple(kernel)}. Fix: use padding <= "
+            "kernel_size // 2, as PyTorch requires."
+        )
 
 
 def _args(where: str, n: int, kernel_size: Any, stride: Any, padding: Any) -> tuple:
@@ -79,14 +83,13 @@ def _max_pool(
 ) -> Array:
     where = f"max_pool{n}d"
     kernel, stride, padding = _args(where, n, kernel_size, stride, padding)
-    if _tuple(where, "dilation", dilation, n) != (1,) * n or return_indices:
-        raise ValueError(
-            f"{where}: expected dilation=1 and return_indices=False, got dilation="
-            f"{dilation!r}, return_indices={return_indices!r}. Fix: drop them (not "
-            "supported yet)."
-        )
-    pads = _pool_pads(where, input.shape[input.ndim - n :], kernel, stride, padding, ceil_mode)
-    return to_first(core.max_pool(to_last(input, n), kernel, stride, pads), n)
+    dilation = _tuple(where, "dilation", dilation, n)
+    _no_indices(where, return_indices)
+    extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+    _half(where, kernel, padding)
+    pads = _pool_pads(where, input.shape[input.ndim - n :], extent, stride, padding, ceil_mode)
+    x = to_last(input, n)
+    return to_first(core.max_pool(x, kernel, stride, pads, window_dilation=dilation), n)
 
 
 def _avg_pool(
@@ -106,6 +109,7 @@ def _avg_pool(
             f"{where}: expected divisor_override=None, got {divisor_override!r}. Fix: "
             "multiply the output by kernel cells / divisor yourself."
         )
+    _half(where, kernel, padding)
     pads = _pool_pads(where, input.shape[input.ndim - n :], kernel, stride, padding, ceil_mode)
     x = to_last(input, n)
     if count_include_pad:
