@@ -21,34 +21,11 @@ import numpy as np
 
 from blox import core
 
-from .._seed import _hashable, _next_key, init_params
+from .._seed import _next_key, build_core, init_params
 from ._linear import Linear
 from ._shell import Shell, check_device
 
 __all__ = ["MultiheadAttention"]
-
-_cache: dict[Any, Any] = {}
-
-
-def build(core_cls: type, args: tuple[Any, ...], options: dict[str, Any]) -> tuple[Any, Any]:
-    """The shared core module `core_cls(blox/layer, *args, rng=blox/rng, **options)`.
-
-    Like `blox.eager._seed.build_core` (one stateless core module per
-    configuration, so equal configurations have equal treedefs), for core
-    layers whose options are keyword-only.
-    """
-    try:
-        key = (core_cls, _hashable(args), _hashable(options))
-    except TypeError:
-        key = None
-    if key is not None and key in _cache:
-        return _cache[key]
-    root = core.Graph("blox")
-    rng = core.Rng(root / "rng")
-    layer = core_cls(root / "layer", *args, rng=rng, **options)
-    if key is not None:
-        _cache[key] = (layer, rng)
-    return layer, rng
 
 
 def uniform_arrays(
@@ -205,7 +182,7 @@ class MultiheadAttention(Shell):
             "broadcast_dropout": False,
             "use_bias": bool(bias),
         }
-        layer, rng = build(core.MultiHeadAttention, (self.num_heads,), options)
+        layer, rng = build_core(where, core.MultiHeadAttention, (self.num_heads,), options)
         params = init_params(where, rng, seed, lambda p: p)
         self.adopt_core(layer, params, keep=lambda path: self.dropout > 0)
 

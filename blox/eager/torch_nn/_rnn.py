@@ -359,10 +359,10 @@ class RNN(_RNNBase):
     Example:
         >>> import jax.numpy as jnp
         >>> from blox.eager import torch_nn as nn
-        >>> rnn = nn.RNN(3, 4, 2, nonlinearity='relu', bidirectional=True)
+        >>> rnn = nn.RNN(3, 4, nonlinearity='relu', bidirectional=True)
         >>> out, h = rnn(jnp.ones((5, 2, 3)))
-        >>> out.shape, h.shape, rnn.weight_ih_l1_reverse.shape
-        ((5, 2, 8), (4, 2, 4), (4, 8))
+        >>> out.shape, h.shape, rnn.weight_ih_l0_reverse.shape
+        ((5, 2, 8), (2, 2, 4), (4, 3))
     """
 
     def __init__(
