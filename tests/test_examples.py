@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = {
     "digits_cnn.py": (("digits_cnn.png", "digits_cnn.safetensors"), "test accuracy:"),
     "digits_functional.py": (("digits_functional.png",), "test accuracy:"),
+    "from_pytorch.py": (("from_pytorch.pt",), "logits match"),
     "char_lstm.py": (("char_lstm.png",), "validation loss:"),
 }
 
