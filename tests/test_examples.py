@@ -25,6 +25,7 @@ EXAMPLES = {
     "digits_cnn.py": (("digits_cnn.png", "digits_cnn.safetensors"), "test accuracy:"),
     "digits_functional.py": (("digits_functional.png",), "test accuracy:"),
     "char_gpt.py": (("char_gpt.png",), "validation loss:"),
+    "from_pytorch.py": (("from_pytorch.pt",), "logits match"),
     "char_lstm.py": (("char_lstm.png",), "validation loss:"),
     "data_parallel.py": (("data_parallel.png",), "test accuracy:"),
 }

@@ -239,7 +239,7 @@ def test_pools_resizing_and_shuffles_match_torch():
     cases = [
         (nn.MaxPool2d(3, 2, 1, ceil_mode=True), T.MaxPool2d(3, 2, 1, ceil_mode=True), X4),
         (nn.MaxPool1d(2), T.MaxPool1d(2), X4[:, :, 0]),
-        (nn.MaxPool3d(2, ceil_mode=True), T.MaxPool3d(2, ceil_mode=True), X4[:, :, None]),
+        (nn.MaxPool3d(2, ceil_mode=True), T.MaxPool3d(2, ceil_mode=True), X4[:, None]),
         (nn.AvgPool2d(3, 2, 1), T.AvgPool2d(3, 2, 1), X4),
         (nn.AvgPool2d(3, 2, 1, ceil_mode=True), T.AvgPool2d(3, 2, 1, ceil_mode=True), X4),
         (
@@ -248,12 +248,12 @@ def test_pools_resizing_and_shuffles_match_torch():
             X4,
         ),
         (nn.AvgPool1d(3, 2, 1, ceil_mode=True), T.AvgPool1d(3, 2, 1, ceil_mode=True), X4[:, :, 0]),
-        (nn.AvgPool3d(2, 1), T.AvgPool3d(2, 1), X4[:, :, None]),
+        (nn.AvgPool3d(2, 1), T.AvgPool3d(2, 1), X4[:, None]),
         (nn.AdaptiveAvgPool2d((3, 4)), T.AdaptiveAvgPool2d((3, 4)), X4),
         (nn.AdaptiveAvgPool1d(4), T.AdaptiveAvgPool1d(4), X4[:, :, 0]),
         (nn.AdaptiveMaxPool2d((4, None)), T.AdaptiveMaxPool2d((4, None)), X4),
         (nn.AdaptiveMaxPool1d(3), T.AdaptiveMaxPool1d(3), X4[:, :, 0]),
-        (nn.AdaptiveAvgPool3d(2), T.AdaptiveAvgPool3d(2), X4[:, :, None]),
+        (nn.AdaptiveAvgPool3d(2), T.AdaptiveAvgPool3d(2), X4[:, None]),
         (nn.Upsample(scale_factor=2), T.Upsample(scale_factor=2), X4),
         (nn.Upsample(size=(5, 9)), T.Upsample(size=(5, 9)), X4),
         (
@@ -351,15 +351,14 @@ def test_dropout_streams_are_fresh_under_filter_jit_and_stay_out_of_state_dict(t
             self.noise = nn.Rng()
 
         def forward(self, x):
-            return self.drop(self.fc(x)[..., None, None]) + self.noise.normal((4, 1, 1))
+            return self.drop(self.fc(x)[..., None, None]) + self.noise.normal((8, 4, 1, 1))
 
     net = Net()
     step = nn.filter_jit(lambda m, x: m(x))
     x = jnp.ones((8, 4))
     a, b = step(net, x), step(net, x)
     assert not np.allclose(a, b)  # fresh masks and noise on every call
-    zeroed = np.asarray(a - net.noise.normal((4, 1, 1)) * 0)[..., 0, 0]
-    assert zeroed.shape == (8, 4)
+    assert a.shape == (8, 4, 1, 1)
     assert list(net.state_dict()) == ["fc.weight", "fc.bias"]
     path = tmp_path / "net.safetensors"
     nn.save(path, net)
@@ -368,6 +367,8 @@ def test_dropout_streams_are_fresh_under_filter_jit_and_stay_out_of_state_dict(t
     np.testing.assert_array_equal(step(restored, x), step(net, x))  # resuming stays exact
 
 
+# PyTorch warns that its kl_div 'mean' will change; we match today's meaning.
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides:UserWarning")
 def test_losses_and_functional_match_torch():
     import torch.nn.functional as TF
 

@@ -7,6 +7,9 @@ parameters and buffers carry PyTorch's names and shapes, and
 numerics are `blox.core`'s; these classes only rename and move axes.
 """
 
+from .._checkpoint import Checkpoint as Checkpoint
+from .._checkpoint import load as load
+from .._checkpoint import save as save
 from .._module import trainable as trainable
 from .._rng import Rng as Rng
 from .._seed import manual_seed as manual_seed

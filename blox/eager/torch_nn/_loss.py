@@ -87,6 +87,9 @@ def cross_entropy(
     classes = logits.shape[-1]
     log_p = jax.nn.log_softmax(logits, axis=-1)
     eps = label_smoothing
+    if weight is not None:
+        weight = jnp.asarray(weight)
+        class_weight = weight.reshape((1,) * (log_p.ndim - 1) + (classes,))
     if jnp.issubdtype(jnp.asarray(target).dtype, jnp.floating):
         probs = _classes_last(target)
         if eps:
@@ -94,7 +97,7 @@ def cross_entropy(
         if weight is None:
             loss = optax.softmax_cross_entropy(logits, probs)
         else:
-            loss = -jnp.sum(log_p * probs * weight, axis=-1)
+            loss = -jnp.sum(log_p * probs * class_weight, axis=-1)
         return _reduce(loss, reduction)
     valid = target != ignore_index
     ids = jnp.where(valid, target, 0)
@@ -102,7 +105,7 @@ def cross_entropy(
     w = jnp.where(valid, 1.0 if weight is None else jnp.asarray(weight)[ids], 0.0)
     loss = w * nll
     if eps:
-        smooth = -jnp.sum(log_p if weight is None else log_p * weight, axis=-1)
+        smooth = -jnp.sum(log_p if weight is None else log_p * class_weight, axis=-1)
         loss = (1 - eps) * loss + (eps / classes) * jnp.where(valid, smooth, 0.0)
     if reduction == "mean":
         return jnp.sum(loss) / jnp.sum(w)
@@ -235,7 +238,7 @@ def binary_cross_entropy(
     log_q = jnp.maximum(jnp.log1p(-input), -100.0)
     loss = -(target * log_p + (1 - target) * log_q)
     if weight is not None:
-        loss = loss * weight
+        loss = loss * jnp.broadcast_to(weight, loss.shape)
     return _reduce(loss, reduction)
 
 
@@ -261,11 +264,11 @@ def binary_cross_entropy_with_logits(
         loss = optax.sigmoid_binary_cross_entropy(input, target)
     else:
         loss = -(
-            pos_weight * target * jax.nn.log_sigmoid(input)
+            jnp.broadcast_to(pos_weight, target.shape) * target * jax.nn.log_sigmoid(input)
             + (1 - target) * jax.nn.log_sigmoid(-input)
         )
     if weight is not None:
-        loss = loss * weight
+        loss = loss * jnp.broadcast_to(weight, loss.shape)
     return _reduce(loss, reduction)
 
 
