@@ -105,10 +105,10 @@ def _blox_step(spec: LSTMSpec, jit: Callable[..., Any]) -> Callable[[], Program]
     return lambda: c.chained(jit(blox_step_body(opt, _blox_loss)), (model, opt_state), x, t)
 
 
-def core_step(spec: LSTMSpec) -> Callable[[], Program]:
+def core_step(spec: LSTMSpec, **options: Any) -> Callable[[], Program]:
     graph = bx.Graph("net")
     rng = bx.Rng(graph / "rng")
-    lstm = bx.LSTM(graph / "lstm", spec.hidden, rng=rng)
+    lstm = bx.LSTM(graph / "lstm", spec.hidden, rng=rng, **options)
     x, t = spec.jax_data()
     _, params = lstm.apply(rng.seed(bx.Params(), seed=0), x[:1, :1])
     params = params.locked()
@@ -195,6 +195,8 @@ def torch_step(spec: LSTMSpec) -> Callable[[], Program]:
     return lambda: torch_program(model, loss)
 
 
+BLOX_CORE_HOISTED = "blox core LSTM(hoist_inputs=True)"
+
 STEP = {
     c.RAW: Contender(c.RAW, raw_step, note="hand-written lax.scan"),
     c.RAW_EQX: Contender(
@@ -203,10 +205,129 @@ STEP = {
     c.BLOX_FILTER_JIT: Contender(c.BLOX_FILTER_JIT, lambda spec: _blox_step(spec, nn.filter_jit)),
     c.BLOX_EQX_JIT: Contender(c.BLOX_EQX_JIT, lambda spec: _blox_step(spec, eqx.filter_jit)),
     c.BLOX_CORE: Contender(c.BLOX_CORE, core_step),
+    BLOX_CORE_HOISTED: Contender(
+        BLOX_CORE_HOISTED,
+        lambda spec: core_step(spec, hoist_inputs=True),
+        note="hoisted input projection, hand-written backward",
+    ),
     c.EQX: Contender(c.EQX, eqx_step, note="eqx.nn.LSTMCell, lax.scan, vmap"),
     c.NNX: Contender(c.NNX, nnx_step, requires=("flax",), note="nnx.RNN(OptimizedLSTMCell)"),
     c.NNX_CACHED: Contender(
         c.NNX_CACHED, lambda spec: nnx_step(spec, cached=True), requires=("flax",)
     ),
     c.TORCH: Contender(c.TORCH, torch_step, requires=("torch",), note="torch.nn.LSTM"),
+}
+
+
+# -- GRU: the same step with blox's GRU cell ---------------------------------------------------
+
+
+def _raw_gru(params: dict[str, jax.Array], xs: jax.Array) -> jax.Array:
+    def cell(h, x):
+        zr = jax.nn.sigmoid(jnp.concatenate([x, h], axis=-1) @ params["wg"] + params["bg"])
+        z, r = jnp.split(zr, 2, axis=-1)
+        n = jnp.tanh(jnp.concatenate([x, r * h], axis=-1) @ params["wc"] + params["bc"])
+        h = (1 - z) * h + z * n
+        return h, h
+
+    zeros = jnp.zeros((xs.shape[0], params["bc"].shape[0]))
+    _, hs = jax.lax.scan(cell, zeros, jnp.swapaxes(xs, 0, 1))
+    return jnp.swapaxes(hs, 0, 1)
+
+
+def raw_gru_step(spec: LSTMSpec) -> Callable[[], Program]:
+    """The hand-written GRU step under `jax.jit`."""
+    fan_in = spec.features + spec.hidden
+    kg, kc = jax.random.split(jax.random.key(0))
+    params = {
+        "wg": jax.random.normal(kg, (fan_in, 2 * spec.hidden)) / np.sqrt(fan_in),
+        "bg": jnp.zeros((2 * spec.hidden,)),
+        "wc": jax.random.normal(kc, (fan_in, spec.hidden)) / np.sqrt(fan_in),
+        "bc": jnp.zeros((spec.hidden,)),
+    }
+    x, t = spec.jax_data()
+    opt = optax.adam(c.LEARNING_RATE)
+    opt_state = opt.init(params)
+
+    def make() -> Program:
+        def step(params, opt_state, x, t):
+            loss, grads = jax.value_and_grad(lambda p: _mse(_raw_gru(p, x), t))(params)
+            updates, opt_state = opt.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, loss
+
+        return c.chained(jax.jit(step), (params, opt_state), x, t)
+
+    return make
+
+
+def _blox_gru_step(spec: LSTMSpec) -> Callable[[], Program]:
+    model, (x, t) = nn.GRU(spec.features, spec.hidden, seed=0), spec.jax_data()
+    opt = optax.adam(c.LEARNING_RATE)
+    opt_state = opt.init(nn.trainable(model))
+    step = blox_step_body(opt, _blox_loss)
+    return lambda: c.chained(nn.filter_jit(step), (model, opt_state), x, t)
+
+
+def core_gru_step(spec: LSTMSpec, cell: Callable[..., Any] = bx.GRU) -> Callable[[], Program]:
+    graph = bx.Graph("net")
+    rng = bx.Rng(graph / "rng")
+    node = graph / "rnn"
+    rnn = bx.RNN(node, cell(node / "cell", spec.hidden, rng=rng))
+    x, t = spec.jax_data()
+    _, params = rnn(rng.seed(bx.Params(), seed=0), x[:1, :1])
+    params = params.locked()
+    opt = optax.adam(c.LEARNING_RATE)
+    opt_state = opt.init(params.split()[0])
+
+    def apply(params, xs):
+        return rnn(params, xs)
+
+    def make() -> Program:
+        return c.chained(jax.jit(core_train_step(apply, opt, _mse)), (params, opt_state), x, t)
+
+    return make
+
+
+def nnx_gru_step(spec: LSTMSpec) -> Callable[[], Program]:
+    from flax import nnx
+
+    model = nnx.RNN(nnx.GRUCell(spec.features, spec.hidden, rngs=nnx.Rngs(0)))
+    x, t = spec.jax_data()
+    optimizer = nnx.Optimizer(model, optax.adam(c.LEARNING_RATE), wrt=nnx.Param)
+
+    def loss(model, x, t):
+        return _mse(model(x), t)
+
+    return lambda: nnx_program(model, optimizer, loss, x, t)
+
+
+def torch_gru_step(spec: LSTMSpec) -> Callable[[], Program]:
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.GRU(spec.features, spec.hidden, batch_first=True)
+    x, t = (torch.from_numpy(a) for a in spec.data())
+
+    def loss(model):
+        ys, _ = model(x)
+        return torch.mean(torch.square(ys - t))
+
+    return lambda: torch_program(model, loss)
+
+
+BLOX_CORE_FLAX_GRU = "blox core RNN(GRUCell)"
+
+GRU_BLOX_CORE_HOISTED = "blox core LSTM(hoist_inputs=True)"
+
+STEP = {
+    c.RAW: Contender(c.RAW, raw_gru_step, note="hand-written lax.scan"),
+    c.BLOX_FILTER_JIT: Contender(c.BLOX_FILTER_JIT, _blox_gru_step),
+    c.BLOX_CORE: Contender(c.BLOX_CORE, core_gru_step, note="RNN(GRU)"),
+    BLOX_CORE_FLAX_GRU: Contender(
+        BLOX_CORE_FLAX_GRU,
+        lambda spec: core_gru_step(spec, bx.GRUCell),
+        note="hoisted input projection, hand-written backward",
+    ),
+    c.NNX: Contender(c.NNX, nnx_gru_step, requires=("flax",), note="nnx.RNN(GRUCell)"),
+    c.TORCH: Contender(c.TORCH, torch_gru_step, requires=("torch",), note="torch.nn.GRU"),
 }

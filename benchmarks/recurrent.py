@@ -1,13 +1,13 @@
-"""Recurrent: an LSTM training step, 100 steps of batch 32, hidden 128.
+"""Recurrent: LSTM and GRU training steps, 100 steps of batch 32, hidden 128.
 
-The baseline is a hand-written `jax.lax.scan` LSTM (see `_lstm.py`). Target
-for every blox form: at most 1.03x (blox under `eqx.filter_jit`: of the same
+The baseline is a hand-written `jax.lax.scan` LSTM (GRU for the second row;
+see `_lstm.py`). Target for every blox form: at most 1.03x (blox under `eqx.filter_jit`: of the same
 hand-written step under `eqx.filter_jit`).
 """
 
 from . import _common as c
 from ._common import Result, Settings
-from ._lstm import STEP, LSTMSpec
+from ._lstm import BLOX_CORE_FLAX_GRU, BLOX_CORE_HOISTED, GRU_STEP, STEP, LSTMSpec
 from ._rows import timed_row
 
 GROUP = "recurrent"
@@ -19,6 +19,7 @@ NAMES = [
     c.RAW_EQX,
     c.BLOX_EQX_JIT,
     c.BLOX_CORE,
+    BLOX_CORE_HOISTED,
     c.EQX,
     c.NNX,
     c.NNX_CACHED,
@@ -28,9 +29,17 @@ TARGETS = {c.BLOX_FILTER_JIT: 1.03, c.BLOX_EQX_JIT: 1.03, c.BLOX_CORE: 1.03}
 AGAINST = {c.BLOX_EQX_JIT: c.RAW_EQX}  # what blox adds to Equinox's dispatcher
 
 
+GRU_NAMES = [c.RAW, c.BLOX_FILTER_JIT, c.BLOX_CORE, BLOX_CORE_FLAX_GRU, c.NNX, c.TORCH]
+GRU_TARGETS = {c.BLOX_FILTER_JIT: 1.03, c.BLOX_CORE: 1.03}
+
+
 def run(settings: Settings) -> list[Result]:
-    """Times the LSTM row."""
+    """Times the LSTM and GRU rows."""
     row = "LSTM 32->128, T=100, b32: Adam train step"
-    return timed_row(
+    results = timed_row(
         GROUP, row, SPEC, c.pick(STEP, NAMES, TARGETS, AGAINST), settings, unit="ms", long=True
+    )
+    gru = "GRU 32->128, T=100, b32: Adam train step"
+    return results + timed_row(
+        GROUP, gru, SPEC, c.pick(GRU_STEP, GRU_NAMES, GRU_TARGETS), settings, unit="ms", long=True
     )

@@ -422,7 +422,17 @@ class RNN(_Recurrent):
     _core_cls = core.SimpleCell
 
     def __init__(
-        self, input_size: int, hidden_size: int, *, nonlinearity: str = "tanh", **kwargs: Any
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        nonlinearity: str = "tanh",
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        batch_first: bool = True,
+        seed: Any = None,
+        **options: Any,
     ) -> None:
         if nonlinearity not in _NONLINEARITIES:
             raise ValueError(
@@ -430,7 +440,17 @@ class RNN(_Recurrent):
                 f"'relu', got {nonlinearity!r}. Fix: pass one of those."
             )
         extra = {"activation_fn": _NONLINEARITIES[nonlinearity]}
-        super().__init__(input_size, hidden_size, _cell_extra=extra, **kwargs)
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers=num_layers,
+            dropout=dropout,
+            bidirectional=bidirectional,
+            batch_first=batch_first,
+            seed=seed,
+            _cell_extra=extra,
+            **options,
+        )
         self.nonlinearity = nonlinearity
 
     def extra_repr(self) -> str:

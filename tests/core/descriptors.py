@@ -100,6 +100,11 @@ def _apply(module: Any, params: bx.Params, x: jax.Array) -> tuple[Any, bx.Params
     return (outputs, state), params
 
 
+def _apply_outputs(module: Any, params: bx.Params, x: jax.Array) -> tuple[Any, bx.Params]:
+    (outputs, _), params = module.apply(params, x)
+    return outputs, params
+
+
 def _pool(fn: Callable[..., jax.Array], **kwargs: Any) -> Call:
     def call(module: Any, params: bx.Params, x: jax.Array) -> tuple[Any, bx.Params]:
         return fn(x, **kwargs), params
@@ -116,6 +121,21 @@ def _sequential(graph: bx.Graph, rng: bx.Rng) -> bx.Sequential:
     return bx.Sequential(
         node,
         [bx.Linear(node / "l1", 8, rng=rng), jax.nn.relu, bx.Linear(node / "l2", 2, rng=rng)],
+    )
+
+
+def _rnn(graph: bx.Graph, rng: bx.Rng) -> bx.RNN:
+    node = graph / "rnn"
+    return bx.RNN(node, bx.GRUCell(node / "cell", 4, rng=rng), reverse=True)
+
+
+def _bidirectional(graph: bx.Graph, rng: bx.Rng) -> bx.Bidirectional:
+    node = graph / "bi"
+    f, b = node / "forward_rnn", node / "backward_rnn"
+    return bx.Bidirectional(
+        node,
+        bx.RNN(f, bx.SimpleCell(f / "cell", 2, rng=rng)),
+        bx.RNN(b, bx.SimpleCell(b / "cell", 2, rng=rng)),
     )
 
 
@@ -381,6 +401,116 @@ DESCRIPTORS: tuple[Descriptor, ...] = (
             _p("att", "key_ln", "scale"): (3,),
             _p("att", "out", "kernel"): (2, 3, 3),
             _p("att", "out", "bias"): (3,),
+        },
+    ),
+    Descriptor(
+        name="simple_cell_apply",
+        build=lambda g, rng: bx.SimpleCell(g / "cell", 4, rng=rng),
+        call=_apply,
+        shape=(2, 3, 3),
+        params={
+            _p("cell", "i", "kernel"): (3, 4),
+            _p("cell", "i", "bias"): (4,),
+            _p("cell", "h", "kernel"): (4, 4),
+        },
+    ),
+    Descriptor(
+        name="lstm_cell_apply",
+        build=lambda g, rng: bx.LSTMCell(g / "cell", 4, rng=rng),
+        call=_apply,
+        shape=(2, 3, 3),
+        params={
+            **{_p("cell", "i" + k, "kernel"): (3, 4) for k in "ifgo"},
+            **{_p("cell", "h" + k, "kernel"): (4, 4) for k in "ifgo"},
+            **{_p("cell", "h" + k, "bias"): (4,) for k in "ifgo"},
+        },
+    ),
+    Descriptor(
+        name="optimized_lstm_cell_apply",
+        build=lambda g, rng: bx.OptimizedLSTMCell(g / "cell", 4, rng=rng),
+        call=_apply,
+        shape=(2, 3, 3),
+        params={
+            **{_p("cell", "i" + k, "kernel"): (3, 4) for k in "ifgo"},
+            **{_p("cell", "h" + k, "kernel"): (4, 4) for k in "ifgo"},
+            **{_p("cell", "h" + k, "bias"): (4,) for k in "ifgo"},
+        },
+    ),
+    Descriptor(
+        name="gru_cell_apply",
+        build=lambda g, rng: bx.GRUCell(g / "cell", 4, rng=rng),
+        call=_apply,
+        shape=(2, 3, 3),
+        params={
+            **{_p("cell", "i" + k, "kernel"): (3, 4) for k in "rzn"},
+            **{_p("cell", "i" + k, "bias"): (4,) for k in "rzn"},
+            **{_p("cell", "h" + k, "kernel"): (4, 4) for k in "rzn"},
+            _p("cell", "hn", "bias"): (4,),
+        },
+    ),
+    Descriptor(
+        name="mgu_cell_apply",
+        build=lambda g, rng: bx.MGUCell(g / "cell", 4, rng=rng),
+        call=_apply,
+        shape=(2, 3, 3),
+        params={
+            **{_p("cell", "i" + k, "kernel"): (3, 4) for k in "fn"},
+            **{_p("cell", "i" + k, "bias"): (4,) for k in "fn"},
+            **{_p("cell", "h" + k, "kernel"): (4, 4) for k in "fn"},
+            _p("cell", "hn", "bias"): (4,),
+        },
+    ),
+    Descriptor(
+        name="conv_lstm_cell_apply",
+        build=lambda g, rng: bx.ConvLSTMCell(g / "cell", 2, (3,), rng=rng),
+        call=_apply,
+        shape=(2, 2, 4, 3),
+        params={
+            _p("cell", "ih", "kernel"): (3, 3, 8),
+            _p("cell", "ih", "bias"): (8,),
+            _p("cell", "hh", "kernel"): (3, 2, 8),
+            _p("cell", "hh", "bias"): (8,),
+        },
+    ),
+    Descriptor(
+        name="rnn_gru_cell_reverse",
+        build=_rnn,
+        call=_plain,
+        shape=(2, 3, 3),
+        params={
+            **{_p("rnn", "cell", "i" + k, "kernel"): (3, 4) for k in "rzn"},
+            **{_p("rnn", "cell", "i" + k, "bias"): (4,) for k in "rzn"},
+            **{_p("rnn", "cell", "h" + k, "kernel"): (4, 4) for k in "rzn"},
+            _p("rnn", "cell", "hn", "bias"): (4,),
+        },
+    ),
+    Descriptor(
+        name="bidirectional_simple_cells",
+        build=_bidirectional,
+        call=_plain,
+        shape=(2, 3, 3),
+        params={
+            **{_p("bi", d, "cell", "i", "kernel"): (3, 2) for d in ("forward_rnn", "backward_rnn")},
+            **{_p("bi", d, "cell", "i", "bias"): (2,) for d in ("forward_rnn", "backward_rnn")},
+            **{_p("bi", d, "cell", "h", "kernel"): (2, 2) for d in ("forward_rnn", "backward_rnn")},
+        },
+    ),
+    Descriptor(
+        name="stacked_rnn_bidirectional_lstm",
+        build=lambda g, rng: bx.StackedRNN(
+            g / "stack", bx.LSTM, 2, rng=rng, num_layers=2, bidirectional=True
+        ),
+        call=_apply_outputs,  # the state's batch axis is 1, behind the layers'
+        shape=(2, 3, 3),
+        params={
+            _p("stack", "l0", "gates", "kernel"): (5, 8),
+            _p("stack", "l0", "gates", "bias"): (8,),
+            _p("stack", "l0_reverse", "gates", "kernel"): (5, 8),
+            _p("stack", "l0_reverse", "gates", "bias"): (8,),
+            _p("stack", "l1", "gates", "kernel"): (6, 8),
+            _p("stack", "l1", "gates", "bias"): (8,),
+            _p("stack", "l1_reverse", "gates", "kernel"): (6, 8),
+            _p("stack", "l1_reverse", "gates", "bias"): (8,),
         },
     ),
     Descriptor(

@@ -9,10 +9,12 @@ Reference cells (float64):
 
 import re
 
+import flax.linen as fnn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax.traverse_util import flatten_dict
 
 import blox as bx
 
@@ -501,3 +503,271 @@ def test_dynamic_scan_gives_xla_the_loop_of_a_hand_written_scan() -> None:
     expected = jax.grad(hand_loss)(weights)
     np.testing.assert_allclose(grads[kernel_path].value, expected[0], **TOL)
     np.testing.assert_allclose(grads[bias_path].value, expected[1], **TOL)
+
+
+# -- flax.linen cells and wrappers, params copied by path ------------------------------------
+
+# Float32 rounding only: the hoisted input projection, fused kernels and the
+# hand-written backward change summation order, not the equations (measured
+# max errors 2e-7 on outputs, 3e-6 on gradients).
+FLAX_TOL = {"rtol": 1e-5, "atol": 1e-5}
+XS = jax.random.normal(jax.random.key(1), (3, 6, 5))
+LENGTHS = jnp.array([6, 2, 4])
+
+
+def _copy_flax(variables, prefix, params):
+    """`params` with every flax parameter copied to `prefix + its path`."""
+    flat = flatten_dict(variables["params"])
+    ours = {k for k in params.keys() if k[: len(prefix)] == prefix}
+    assert ours == {prefix + k for k in flat}  # the same names, nesting and count
+    data = dict(params.items())
+    for path, value in flat.items():
+        assert data[prefix + path].value.shape == value.shape
+        data[prefix + path] = data[prefix + path].replace(value=value)
+    return bx.Params.from_dict(data, locked=True)
+
+
+def _blox_rnn(make_cell, **kw):
+    g = bx.Graph("net")
+    rng = bx.Rng(g / "rng")
+    node = g / "rnn"
+    return bx.RNN(node, make_cell(node / "cell", rng), **kw), rng
+
+
+def _grads_close(flax_loss, variables, blox_loss, params, prefix):
+    trainable, rest = params.split(lambda path, p: path[: len(prefix)] == prefix)
+    want = flatten_dict(jax.grad(flax_loss)(variables)["params"])
+    got = jax.grad(lambda t: blox_loss(t.merge(rest)))(trainable)
+    for path, value in want.items():
+        np.testing.assert_allclose(got[prefix + path].value, value, **FLAX_TOL)
+
+
+CELLS = [
+    ("simple", lambda: fnn.SimpleCell(4), lambda g, rng: bx.SimpleCell(g, 4, rng=rng)),
+    ("lstm", lambda: fnn.LSTMCell(4), lambda g, rng: bx.LSTMCell(g, 4, rng=rng)),
+    (
+        "optimized_lstm",
+        lambda: fnn.OptimizedLSTMCell(4),
+        lambda g, rng: bx.OptimizedLSTMCell(g, 4, rng=rng),
+    ),
+    ("gru", lambda: fnn.GRUCell(4), lambda g, rng: bx.GRUCell(g, 4, rng=rng)),
+    ("mgu", lambda: fnn.MGUCell(4), lambda g, rng: bx.MGUCell(g, 4, rng=rng)),
+    (
+        "mgu_no_reset",
+        lambda: fnn.MGUCell(4, reset_gate=False),
+        lambda g, rng: bx.MGUCell(g, 4, rng=rng, reset_gate=False),
+    ),
+]
+
+
+@pytest.mark.parametrize("flax_cell, blox_cell", [c[1:] for c in CELLS], ids=[c[0] for c in CELLS])
+def test_cell_rnn_matches_flax_forward_and_gradients(flax_cell, blox_cell):
+    frnn = fnn.RNN(flax_cell(), return_carry=True)
+    variables = frnn.init(jax.random.key(0), XS)
+    rnn, rng = _blox_rnn(blox_cell, return_carry=True)
+    _, params = rnn(rng.seed(bx.Params(), seed=0), XS)
+    params = _copy_flax(variables, ("net", "rnn"), params)
+    (carry, ys), _ = jax.jit(rnn)(params, XS)
+    want_carry, want = frnn.apply(variables, XS)
+    np.testing.assert_allclose(ys, want, **FLAX_TOL)
+    for a, b in zip(jax.tree.leaves(carry), jax.tree.leaves(want_carry), strict=True):
+        np.testing.assert_allclose(a, b, **FLAX_TOL)
+    _grads_close(
+        lambda v: jnp.sum(jnp.sin(frnn.apply(v, XS)[1])),
+        variables,
+        lambda p: jnp.sum(jnp.sin(rnn(p, XS)[0][1])),
+        params,
+        ("net", "rnn"),
+    )
+
+
+def test_rnn_options_match_flax_with_seq_lengths():
+    # reverse, keep_order, time_major and return_carry with padded rows: only
+    # the valid steps are compared (flax leaves padded outputs unspecified).
+    valid = (jnp.arange(6)[None] < LENGTHS[:, None])[..., None]
+    frnn = fnn.RNN(fnn.GRUCell(4))
+    variables = frnn.init(jax.random.key(0), XS)
+    rnn, rng = _blox_rnn(lambda g, rng: bx.GRUCell(g, 4, rng=rng))
+    _, params = rnn(rng.seed(bx.Params(), seed=0), XS)
+    params = _copy_flax(variables, ("net", "rnn"), params)
+    for kw in (dict(reverse=True), dict(reverse=True, keep_order=True), dict(time_major=True)):
+        xs = jnp.swapaxes(XS, 0, 1) if kw.get("time_major") else XS
+        mask = jnp.swapaxes(valid, 0, 1) if kw.get("time_major") else valid
+        want_carry, want = frnn.apply(variables, xs, seq_lengths=LENGTHS, return_carry=True, **kw)
+        (carry, ys), _ = rnn(params, xs, seq_lengths=LENGTHS, return_carry=True, **kw)
+        np.testing.assert_allclose(jnp.where(mask, ys, 0), jnp.where(mask, want, 0), **FLAX_TOL)
+        np.testing.assert_allclose(carry, want_carry, **FLAX_TOL)
+    # An initial carry at call time.
+    h0 = jax.random.normal(jax.random.key(3), (3, 4))
+    want = frnn.apply(variables, XS, initial_carry=h0)
+    ys, _ = rnn(params, XS, initial_carry=h0)
+    np.testing.assert_allclose(ys, want, **FLAX_TOL)
+
+
+def test_bidirectional_matches_flax():
+    fbi = fnn.Bidirectional(fnn.RNN(fnn.LSTMCell(4)), fnn.RNN(fnn.LSTMCell(4)), return_carry=True)
+    variables = fbi.init(jax.random.key(0), XS)
+    g = bx.Graph("net")
+    rng = bx.Rng(g / "rng")
+    node = g / "bi"
+    f, b = node / "forward_rnn", node / "backward_rnn"
+    bi = bx.Bidirectional(
+        node,
+        bx.RNN(f, bx.LSTMCell(f / "cell", 4, rng=rng)),
+        bx.RNN(b, bx.LSTMCell(b / "cell", 4, rng=rng)),
+        return_carry=True,
+    )
+    _, params = bi(rng.seed(bx.Params(), seed=0), XS)
+    params = _copy_flax(variables, ("net", "bi"), params)
+    valid = (jnp.arange(6)[None] < LENGTHS[:, None])[..., None]
+    want_carry, want = fbi.apply(variables, XS, seq_lengths=LENGTHS)
+    (carry, ys), _ = jax.jit(lambda p, x: bi(p, x, seq_lengths=LENGTHS))(params, XS)
+    np.testing.assert_allclose(jnp.where(valid, ys, 0), jnp.where(valid, want, 0), **FLAX_TOL)
+    for a, w in zip(jax.tree.leaves(carry), jax.tree.leaves(want_carry), strict=True):
+        np.testing.assert_allclose(a, w, **FLAX_TOL)
+    _grads_close(
+        lambda v: jnp.sum(jnp.sin(fbi.apply(v, XS)[1])),
+        variables,
+        lambda p: jnp.sum(jnp.sin(bi(p, XS)[0][1])),
+        params,
+        ("net", "bi"),
+    )
+
+
+def test_conv_lstm_cell_matches_flax():
+    xs = jax.random.normal(jax.random.key(2), (1, 2, 4, 4, 2))
+    frnn = fnn.RNN(fnn.ConvLSTMCell(4, (3, 3)))
+    variables = frnn.init(jax.random.key(0), xs)
+    rnn, rng = _blox_rnn(lambda g, rng: bx.ConvLSTMCell(g, 4, (3, 3), rng=rng))
+    _, params = rnn(rng.seed(bx.Params(), seed=0), xs)
+    params = _copy_flax(variables, ("net", "rnn"), params)
+    ys, _ = rnn(params, xs)
+    np.testing.assert_allclose(ys, frnn.apply(variables, xs), **FLAX_TOL)
+
+
+def test_pax_forget_gate_bias_and_vanilla_rnn_against_formulas():
+    # PAX's LSTM(forget_gate_bias=b) adds b to the forget pre-activation; its
+    # VanillaRNN is h' = tanh(x W_i + b + h W_h).
+    g = bx.Graph("net")
+    rng = bx.Rng(g / "rng")
+    cell = bx.OptimizedLSTMCell(g / "cell", 4, rng=rng, forget_gate_bias=1.5)
+    vanilla = bx.VanillaRNN(g / "vanilla", 4, rng=rng)
+    params = rng.seed(bx.Params(), seed=0)
+    x = np.asarray(XS[:, 0], np.float64)
+    (c0, h0) = (np.full((3, 4), 0.3), np.full((3, 4), -0.2))
+    (h, (c, _)), params = cell(
+        params, XS[:, 0], (jnp.asarray(c0, jnp.float32), jnp.asarray(h0, jnp.float32))
+    )
+    k = {
+        n: np.asarray(params[("net", "cell", n, "kernel")].value, np.float64)
+        for n in ("ii", "if", "ig", "io", "hi", "hf", "hg", "ho")
+    }
+    b = {
+        n: np.asarray(params[("net", "cell", n, "bias")].value, np.float64)
+        for n in ("hi", "hf", "hg", "ho")
+    }
+    pre = {gate: x @ k["i" + gate] + h0 @ k["h" + gate] + b["h" + gate] for gate in "ifgo"}
+    f = _sigmoid(pre["f"] + 1.5)
+    c_ref = f * c0 + _sigmoid(pre["i"]) * np.tanh(pre["g"])
+    np.testing.assert_allclose(c, c_ref, **TOL)
+    np.testing.assert_allclose(h, _sigmoid(pre["o"]) * np.tanh(c_ref), **TOL)
+    assert bx.VanillaRNN is bx.SimpleCell
+    (hv, _), params = vanilla(params, XS[:, 0], jnp.asarray(h0, jnp.float32))
+    wi = np.asarray(params[("net", "vanilla", "i", "kernel")].value, np.float64)
+    bi = np.asarray(params[("net", "vanilla", "i", "bias")].value, np.float64)
+    wh = np.asarray(params[("net", "vanilla", "h", "kernel")].value, np.float64)
+    np.testing.assert_allclose(hv, np.tanh(x @ wi + bi + h0 @ wh), **TOL)
+
+
+def test_mlax_recurrent_reverse_and_unroll_against_loop():
+    # mlax's Recurrent(cell, reverse, unroll) is RNN(reverse=..., unroll=...):
+    # a reversed run equals the forward run over the flipped sequence, and
+    # unroll changes only XLA's fusion (float32 rounding).
+    rnn, rng = _blox_rnn(lambda g, rng: bx.SimpleCell(g, 4, rng=rng), unroll=3)
+    ys, params = rnn(rng.seed(bx.Params(), seed=0), XS)
+    rolled, _ = _blox_rnn(lambda g, rng: bx.SimpleCell(g, 4, rng=rng))
+    np.testing.assert_allclose(ys, rolled(params, XS)[0], **TOL)
+    back, _ = rnn(params, XS, reverse=True)
+    np.testing.assert_allclose(back, rnn(params, XS[:, ::-1])[0], **TOL)
+
+
+def test_is_reset_in_rnn_matches_a_restarted_run():
+    rnn, rng = _blox_rnn(lambda g, rng: bx.LSTMCell(g, 4, rng=rng))
+    ys, params = rnn(rng.seed(bx.Params(), seed=0), XS)
+    reset = jnp.zeros((3, 6), bool).at[:, 3].set(True)
+    got, _ = rnn(params, XS, is_reset=reset)
+    np.testing.assert_allclose(got[:, 3:], rnn(params, XS[:, 3:])[0], **TOL)
+    np.testing.assert_allclose(got[:, :3], ys[:, :3], **TOL)
+
+
+def test_stacked_rnn_equals_a_loop_over_single_layers():
+    g = bx.Graph("net")
+    rng = bx.Rng(g / "rng")
+    stack = bx.StackedRNN(g / "stack", bx.GRUCell, 4, rng=rng, num_layers=2, bidirectional=True)
+    (ys, state), params = stack.apply(rng.seed(bx.Params(), seed=0), XS, seq_lengths=LENGTHS)
+    assert state.shape == (4, 3, 4)
+    xs, finals = XS, []
+    for layer in range(2):
+        outs = []
+        for k, cell in enumerate(stack.cells[2 * layer : 2 * layer + 2]):
+            h0 = cell.initialize_carry(None, (3, 5))
+            (out, h), _ = bx.scan_cell(
+                cell,
+                params,
+                jnp.swapaxes(xs, 0, 1),
+                h0,
+                seq_lengths=LENGTHS,
+                reverse=k == 1,
+                keep_order=True,
+            )
+            outs.append(jnp.swapaxes(out, 0, 1))
+            finals.append(h)
+        xs = jnp.concatenate(outs, axis=-1)
+    np.testing.assert_allclose(ys, xs, rtol=0, atol=0)
+    np.testing.assert_allclose(state, jnp.stack(finals), rtol=0, atol=0)
+
+
+def test_hoisted_ancestor_lstm_matches_the_per_step_form():
+    g = bx.Graph("net")
+    rng = bx.Rng(g / "rng")
+    plain = bx.LSTM(g / "a", 4, rng=rng)
+    hoisted = bx.LSTM(g / "b", 4, rng=rng, hoist_inputs=True, unroll=2)
+    (want, _), params = plain.apply(rng.seed(bx.Params(), seed=0), XS)
+    copied = {("net", "b") + k[2:]: v for k, v in params.items() if k[1] == "a"}
+    params = params.merge(bx.Params.from_dict(copied))
+    (got, _), _ = hoisted.apply(params, XS)
+    np.testing.assert_allclose(got, want, **TOL)
+
+
+def test_wrapper_errors():
+    g = bx.Graph("net")
+    with pytest.raises(TypeError, match=r"^RNN at 'net/rnn': expected cell to be a blox"):
+        bx.RNN(g / "rnn", bx.Linear(g / "lin", 3))
+    with pytest.raises(ValueError, match=r"^RNN at 'net/r2': expected unroll to be an int >= 1"):
+        bx.RNN(g / "r2", bx.GRUCell(g / "c2", 3), unroll=0)
+    rnn = bx.RNN(g / "r3", bx.ConvLSTMCell(g / "c3", 3, (3, 3)))
+    with pytest.raises(
+        ValueError, match=r"^RNN at 'net/r3': expected inputs with a time axis and 3"
+    ):
+        rnn(bx.Params(), jnp.ones((2, 5, 3)))
+    with pytest.raises(ValueError, match=r"^StackedRNN at 'net/s': expected num_layers"):
+        bx.StackedRNN(g / "s", bx.GRU, 3, num_layers=0)
+    with pytest.raises(ValueError, match=r"^StackedRNN at 'net/s2': expected dropout in \[0, 1\)"):
+        bx.StackedRNN(g / "s2", bx.GRU, 3, num_layers=2, dropout=1.0)
+    with pytest.raises(
+        ValueError, match=r"^GRUCell at 'net/c4': expected features to be a positive"
+    ):
+        bx.GRUCell(g / "c4", 0)
+    stack = bx.StackedRNN(g / "s3", bx.GRU, 3, num_layers=2, bidirectional=True)
+    with pytest.raises(ValueError, match=r"^StackedRNN at 'net/s3': expected a unidirectional"):
+        stack(bx.Params(), jnp.ones((2, 3)), None)
+    with pytest.raises(ValueError, match=r"^StackedRNN at 'net/s3': expected state leaves with"):
+        stack.apply(bx.Params(), jnp.ones((2, 5, 3)), bx.GRUState(jnp.zeros((2, 2, 3))))
+
+
+def test_flip_sequences_keeps_padding_at_the_end():
+    x = jnp.arange(12).reshape(3, 4)
+    got = bx.flip_sequences(x, jnp.array([4, 1, 3]))
+    assert got.tolist() == [[3, 2, 1, 0], [4, 7, 6, 5], [10, 9, 8, 11]]
+    tm = bx.flip_sequences(x.T, jnp.array([4, 1, 3]), time_major=True)
+    assert tm.T.tolist() == got.tolist()
