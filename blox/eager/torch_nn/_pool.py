@@ -111,15 +111,17 @@ def _avg_pool(
         )
     _half(where, kernel, padding)
     pads = _pool_pads(where, input.shape[input.ndim - n :], kernel, stride, padding, ceil_mode)
-    x = to_last(input, n)
+    x = input
     if count_include_pad:
         # Zero cells that the core's average then counts; ceil_mode's extra is not.
-        width = [(0, 0)] * (x.ndim - n - 1) + [(p, p) for p in padding] + [(0, 0)]
+        width = [(0, 0)] * (x.ndim - n) + [(p, p) for p in padding]
         x = jnp.pad(x, width)
         pads = tuple((0, high - low) for low, high in pads)
     if all(p == (0, 0) for p in pads):
-        pads = "VALID"  # the same windows; and the path core.avg_pool takes for 3-D today
-    return to_first(core.avg_pool(x, kernel, stride, pads), n)
+        pads = "VALID"
+    # Channels first in the core call too: blox.core.avg_pool counts the cells of
+    # explicitly padded windows from the wrong axes for channels-last inputs today.
+    return core.avg_pool(x, kernel, stride, pads, channels_first=True)
 
 
 def max_pool1d(
