@@ -1,8 +1,8 @@
 """`torch_nn`'s Transformer blocks against `torch.nn`'s, weights copied by `load_state_dict`.
 
-Outputs and gradients (inputs and every weight) in float32 within 1e-5 for a
-layer, 2e-5 through two stacked layers and a final norm (LayerNorm's
-division by a small standard deviation amplifies rounding a little).
+Outputs and gradients (inputs and every weight) in float32 within 1e-5,
+through two stacked layers and a final norm too (sequences of 4-6 positions,
+8 features: no long reduction).
 """
 
 import jax.numpy as jnp
@@ -15,7 +15,6 @@ from blox.eager import torch_nn as nn
 from ._torch_seq_parity import check_parity
 
 TOL = 1e-5
-STACK_TOL = 2e-5  # two layers and a final LayerNorm (see the module docstring)
 
 
 def _x(*shape: int, seed: int = 0) -> np.ndarray:
@@ -60,7 +59,7 @@ def test_encoder_stack_matches_torch():
         causal = np.triu(np.ones((5, 5), bool), k=1)
         return (module(x, mask=_as(module, causal), src_key_padding_mask=_as(module, padding)),)
 
-    check_parity(reference, ours, [x], call, call, rtol=STACK_TOL, atol=STACK_TOL)
+    check_parity(reference, ours, [x], call, call, rtol=TOL, atol=TOL)
 
 
 def test_encoder_layer_norm_first_gelu_batch_first():
@@ -104,8 +103,8 @@ def test_decoder_stack_matches_torch():
         [_x(4, 2, 8), _x(6, 2, 8, seed=1)],
         call,
         call,
-        rtol=STACK_TOL,
-        atol=STACK_TOL,
+        rtol=TOL,
+        atol=TOL,
     )
 
 
@@ -139,6 +138,6 @@ def test_transformer_errors():
     with pytest.raises(ValueError, match="expected activation 'relu', 'gelu' or a callable"):
         nn.TransformerEncoderLayer(8, 2, activation="swish")
     with pytest.raises(TypeError, match="expected a TransformerEncoderLayer"):
-        nn.TransformerEncoder(nn.Linear(2, 2), 2)
+        nn.TransformerEncoder(nn.Identity(), 2)
     with pytest.raises(ValueError, match="expected num_layers to be a positive int"):
-        nn.TransformerDecoder(nn.TransformerDecoderLayer(8, 2, dim_feedforward=16), 0)
+        nn.TransformerDecoder(nn.Identity(), 0)

@@ -115,6 +115,7 @@ class TransformerEncoderLayer(_Block):
     ) -> None:
         super().__init__()
         where = f"nn.TransformerEncoderLayer({d_model}, {nhead})"
+        _activation(where, activation)
         self.self_attn = MultiheadAttention(
             d_model, nhead, dropout, bias=bias, batch_first=batch_first, device=device, dtype=dtype
         )
@@ -214,6 +215,7 @@ class TransformerDecoderLayer(_Block):
     ) -> None:
         super().__init__()
         where = f"nn.TransformerDecoderLayer({d_model}, {nhead})"
+        _activation(where, activation)
         common = {"bias": bias, "batch_first": batch_first, "device": device, "dtype": dtype}
         self.self_attn = MultiheadAttention(d_model, nhead, dropout, **common)
         self.multihead_attn = MultiheadAttention(d_model, nhead, dropout, **common)
@@ -296,15 +298,15 @@ class TransformerDecoderLayer(_Block):
 
 
 def _clones(where: str, layer: Module, num_layers: int, kind: type) -> ModuleList:
-    if not isinstance(layer, kind):
-        raise TypeError(
-            f"{where}: expected a {kind.__name__}, got {type(layer).__name__}. Fix: pass "
-            f"e.g. nn.{kind.__name__}(d_model, nhead)."
-        )
     if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
         raise ValueError(
             f"{where}: expected num_layers to be a positive int, got {num_layers!r}. "
             "Fix: pass e.g. num_layers=2."
+        )
+    if not isinstance(layer, kind):
+        raise TypeError(
+            f"{where}: expected a {kind.__name__}, got {type(layer).__name__}. Fix: pass "
+            f"e.g. nn.{kind.__name__}(d_model, nhead)."
         )
     # As PyTorch's deepcopy: independent layers with the given layer's weights
     # (arrays are immutable, so copies may share them until one is replaced).
