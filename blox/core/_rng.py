@@ -45,7 +45,10 @@ class Rng(Module):
     def _missing(self) -> KeyError:
         return KeyError(
             f"{_where(self)}: expected a seeded Rng, got params without its seed. "
-            "Fix: use rng.seed(params, seed=...) first."
+            "Fix: use rng.seed(params, seed=...) first for new params; if these are "
+            "trained params, they belong to another graph: pass the params this "
+            "graph's modules made, and call params.locked() so a module of the wrong "
+            "graph raises instead of creating fresh random parameters."
         )
 
     def get_seed(self, params: Params) -> jax.Array:

@@ -392,7 +392,7 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(method)
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if HOOKS.count and forward:
+        if HOOKS.table and forward:
             return hooked_call(method, self, args, kwargs)
         if dispatcher.fun is None or jax.config.jax_disable_jit:
             return method(self, *args, **kwargs)

@@ -7,8 +7,8 @@ they are not static data of the pytree and never change a treedef), weakly,
 so a hooked module can still be garbage collected.
 
 The call path pays for hooks only while one exists: the compiled-call wrapper
-reads one integer, `HOOKS.count`, and with none registered goes straight to
-the dispatcher. While any hook is registered, eager calls of every module run
+tests one dict, `HOOKS.table`, for emptiness, and with no hook registered goes
+straight to the dispatcher. While any hook is registered, eager calls of every module run
 op by op, so each sub-module runs as the real object (not a traced copy) and
 its hooks see concrete outputs, as in PyTorch. Inside a transformation
 (`nn.filter_jit`, `jax.jit`), modules are copies and their hooks do not fire;
@@ -23,13 +23,15 @@ from typing import Any
 
 
 class _Hooks:
-    """The registry: module -> {handle id: hook}, and how many hooks exist."""
+    """The registry: id(module) -> {handle id: hook}.
+
+    Keyed by id, with a `weakref.finalize` per hooked module that drops its
+    entry when the module is collected (before its id can be reused), so
+    `table` is a plain dict whose emptiness the call path tests in C.
+    """
 
     def __init__(self) -> None:
-        self.count = 0
-        self.table: weakref.WeakKeyDictionary[Any, dict[int, Callable[..., Any]]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self.table: dict[int, dict[int, Callable[..., Any]]] = {}
         self.ids = itertools.count()
         self.running = threading.local()
 
@@ -67,11 +69,11 @@ class RemovableHandle:
             >>> handle.remove(); handle.remove()
         """
         module = self._module()
-        hooks = HOOKS.table.get(module) if module is not None else None
-        if hooks is not None and hooks.pop(self._id, None) is not None:
-            HOOKS.count -= 1
+        hooks = HOOKS.table.get(id(module)) if module is not None else None
+        if hooks is not None:
+            hooks.pop(self._id, None)
             if not hooks:
-                del HOOKS.table[module]
+                del HOOKS.table[id(module)]
 
     def __enter__(self) -> "RemovableHandle":
         return self
@@ -89,8 +91,11 @@ def register(module: Any, hook: Callable[..., Any]) -> RemovableHandle:
             "function."
         )
     hook_id = next(HOOKS.ids)
-    HOOKS.table.setdefault(module, {})[hook_id] = hook
-    HOOKS.count += 1
+    key = id(module)
+    if key not in HOOKS.table:
+        HOOKS.table[key] = {}
+        weakref.finalize(module, HOOKS.table.pop, key, None)
+    HOOKS.table[key][hook_id] = hook
     return RemovableHandle(module, hook_id)
 
 
@@ -107,7 +112,7 @@ def hooked_call(
         out = method(module, *args, **kwargs)
     finally:
         running.discard(key)
-    for hook in list(HOOKS.table.get(module, {}).values()):
+    for hook in list(HOOKS.table.get(key, {}).values()):
         result = hook(module, args, out)
         if result is not None:
             out = result

@@ -177,7 +177,8 @@ def test_unseeded_rng_raises_key_error_saying_to_call_seed(call):
     with pytest.raises(
         KeyError,
         match=r"Rng at 'net/rng': expected a seeded Rng, got params without its seed\. "
-        r"Fix: use rng\.seed\(params, seed=\.\.\.\) first\.",
+        r"Fix: use rng\.seed\(params, seed=\.\.\.\) first for new params; .*another "
+        r"graph.*params\.locked\(\)",
     ):
         call(rng, bx.Params())
 
