@@ -40,15 +40,18 @@ def _call_layer(
 class Sequential(Module):
     """Chains layers: blox modules get `(params, x)`, plain callables get `x`.
 
-    As in flax, a layer's output that is a `tuple` is passed to the next layer
-    as positional arguments and a `dict` as keyword arguments (`splat=False`
-    passes them as one argument, as the ancestor did). A `NamedTuple` such as
-    an `LSTMState` is a tuple too.
+    By default each output is passed to the next layer as one argument, as the
+    ancestor did (so jax-blox programs that hand a tuple on, such as an LSTM's
+    `(outputs, state)`, run unchanged). With `splat=True` a `tuple` output is
+    passed as positional arguments and a `dict` as keyword arguments, as
+    flax's `Sequential` does. A `NamedTuple` such as an `LSTMState` is a tuple
+    too.
 
     Args:
         graph: This module's node.
         layers: Blox modules and plain callables such as `jax.nn.relu`.
-        splat: Expand tuple and dict outputs into the next layer's arguments.
+        splat: Expand tuple and dict outputs into the next layer's arguments
+            (flax's behaviour).
 
     Raises:
         TypeError: If a layer is not callable.
@@ -70,7 +73,7 @@ class Sequential(Module):
         self,
         graph: Graph,
         layers: Sequence[Module | Callable[..., Any]],
-        splat: bool = True,
+        splat: bool = False,
     ) -> None:
         super().__init__(graph)
         self.layers = _check_layers(self, layers)

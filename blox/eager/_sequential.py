@@ -12,6 +12,9 @@ class Sequential(Module):
 
     Args:
         *layers: Eager modules and plain callables such as `jax.nn.relu`.
+        splat: Pass a tuple output to the next layer as positional arguments
+            and a dict as keyword arguments, as flax does; by default each
+            output is one argument, as in PyTorch and `blox.core.Sequential`.
 
     Raises:
         TypeError: If a layer is not callable.
@@ -26,8 +29,9 @@ class Sequential(Module):
         ((3, 8), 3)
     """
 
-    def __init__(self, *layers: Module | Callable[[Any], Any]) -> None:
+    def __init__(self, *layers: Module | Callable[[Any], Any], splat: bool = False) -> None:
         super().__init__()
+        self.splat = bool(splat)
         functions = []
         for i, layer in enumerate(layers):
             if isinstance(layer, Module):
@@ -59,7 +63,7 @@ class Sequential(Module):
             ((8, 2), 2, True)
         """
         if isinstance(index, slice):
-            return Sequential(*(self[i] for i in range(len(self))[index]))
+            return Sequential(*(self[i] for i in range(len(self))[index]), splat=self.splat)
         if isinstance(index, bool) or not isinstance(index, numbers.Integral):
             raise TypeError(
                 f"nn.Sequential: expected an int or a slice index, got "
@@ -81,22 +85,24 @@ class Sequential(Module):
     def __call__(self, x: Any) -> Any:
         """Runs the layers in order.
 
-        As in flax (and `blox.core.Sequential`), a tuple output is passed to
-        the next layer as positional arguments and a dict as keyword arguments.
+        With `splat=True` a tuple output is passed to the next layer as
+        positional arguments and a dict as keyword arguments (flax's rule).
 
         Example:
             >>> import jax.numpy as jnp
             >>> from blox import eager as nn
-            >>> halves = nn.Sequential(lambda x: (x[:2], x[2:]), lambda a, b: a - b)
+            >>> halves = nn.Sequential(
+            ...     lambda x: (x[:2], x[2:]), lambda a, b: a - b, splat=True)
             >>> halves(jnp.array([5.0, 7.0, 1.0, 2.0])).tolist()
             [4.0, 5.0]
         """
         d = self.__dict__
+        splat = d["splat"]
         for i, layer in enumerate(self._blox_order):
             fn = d[layer] if isinstance(layer, str) else layer
-            if i and isinstance(x, tuple):
+            if i and splat and isinstance(x, tuple):
                 x = fn(*x)
-            elif i and isinstance(x, dict):
+            elif i and splat and isinstance(x, dict):
                 x = fn(**x)
             else:
                 x = fn(x)

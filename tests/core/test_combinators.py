@@ -22,13 +22,13 @@ def test_sequential_splats_tuples_and_dicts_like_flax() -> None:
     split = lambda x: (x[:, :2], x[:, 2:])  # noqa: E731
     join = lambda a, b: {"a": a, "b": b}  # noqa: E731
     last = lambda a, b: a * 2.0 - b.sum(-1, keepdims=True)  # noqa: E731
-    seq = bx.Sequential(graph / "seq", [split, join, last])
+    seq = bx.Sequential(graph / "seq", [split, join, last], splat=True)
     x = inputs((3, 5))
     y, _ = seq(params, x)
     expected = fnn.Sequential([split, join, last]).apply({}, x)
     np.testing.assert_array_equal(y, expected)
-    # splat=False passes a tuple whole, as the ancestor did.
-    whole = bx.Sequential(graph / "whole", [split, lambda pair: pair[0]], splat=False)
+    # The default passes a tuple whole, as the ancestor did.
+    whole = bx.Sequential(graph / "whole", [split, lambda pair: pair[0]])
     np.testing.assert_array_equal(whole(params, x)[0], x[:, :2])
 
 
