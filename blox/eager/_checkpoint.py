@@ -30,6 +30,7 @@ from blox.core._checkpoint import (
 )
 
 from ._module import Module
+from ._pytree import path_name
 
 _OPT = "opt_state"
 
@@ -48,17 +49,10 @@ class Checkpoint(NamedTuple):
     step: int | None
 
 
-def _key_name(key: Any) -> str:
-    for attr in ("name", "key", "idx"):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
-
-
 def _model_leaves(model: Module) -> tuple[list[str], list[Any], Any]:
     """Dotted names (as in `state_dict`), values and treedef of the model's leaves."""
     pairs, treedef = jax.tree_util.tree_flatten_with_path(model)
-    names = [".".join(_key_name(k) for k in path) for path, _ in pairs]
+    names = [path_name(path) for path, _ in pairs]  # the one leaf-naming function
     return names, [value for _, value in pairs], treedef
 
 
