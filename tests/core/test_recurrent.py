@@ -542,7 +542,7 @@ def _grads_close(flax_loss, variables, blox_loss, params, prefix):
         np.testing.assert_allclose(got[prefix + path].value, value, **FLAX_TOL)
 
 
-CELLS = [
+FLAX_CELLS = [
     ("simple", lambda: fnn.SimpleCell(4), lambda g, rng: bx.SimpleCell(g, 4, rng=rng)),
     ("lstm", lambda: fnn.LSTMCell(4), lambda g, rng: bx.LSTMCell(g, 4, rng=rng)),
     (
@@ -560,7 +560,9 @@ CELLS = [
 ]
 
 
-@pytest.mark.parametrize("flax_cell, blox_cell", [c[1:] for c in CELLS], ids=[c[0] for c in CELLS])
+@pytest.mark.parametrize(
+    "flax_cell, blox_cell", [c[1:] for c in FLAX_CELLS], ids=[c[0] for c in FLAX_CELLS]
+)
 def test_cell_rnn_matches_flax_forward_and_gradients(flax_cell, blox_cell):
     frnn = fnn.RNN(flax_cell(), return_carry=True)
     variables = frnn.init(jax.random.key(0), XS)
