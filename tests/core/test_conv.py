@@ -773,7 +773,7 @@ def test_batch_group_count_is_per_group_convolution_of_batch_slices() -> None:
         lambda p, x: (conv(p, x, precision=HIGHEST)[0], reference(x, kernel, bias))
     )(params, x)
     assert y.shape == (2, 4, 3, 4)
-    np.testing.assert_allclose(np.asarray(y), np.asarray(expected), **TOL)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(expected), **FLAX_TOL)
 
 
 # -- errors of the new options --------------------------------------------------------------
