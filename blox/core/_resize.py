@@ -162,7 +162,9 @@ def resize(
             x = jnp.take(x, jnp.asarray(low), axis=axis)
             continue
         high = np.minimum(low + 1, n_in - 1)
-        frac = jnp.asarray(src - low, x.dtype).reshape((-1,) + (1,) * (x.ndim - axis - 1))
+        frac = jnp.asarray(src - low, x.dtype).reshape(
+            (1,) * axis + (-1,) + (1,) * (x.ndim - axis - 1)
+        )
         a = jnp.take(x, jnp.asarray(low), axis=axis)
         b = jnp.take(x, jnp.asarray(high), axis=axis)
         x = a * (1 - frac) + b * frac

@@ -466,8 +466,8 @@ def test_losses_and_functional_match_torch():
         same(F.pad, TF.pad, x[None], pad=(1, 2, 2, 1), mode="replicate")
         same(F.pad, TF.pad, x[None], pad=(1, 2, 2, 1), mode="circular", value=None)
     # The loss modules: same numbers, and tensor options are buffers as in PyTorch.
-    loss = nn.CrossEntropyLoss(weight=w, label_smoothing=0.1, ignore_index=1)
-    theirs = T.CrossEntropyLoss(weight=torch.from_numpy(w), label_smoothing=0.1, ignore_index=1)
+    loss = nn.CrossEntropyLoss(weight=w, label_smoothing=0.1)
+    theirs = T.CrossEntropyLoss(weight=torch.from_numpy(w), label_smoothing=0.1)
     assert list(loss.state_dict()) == list(theirs.state_dict()) == ["weight"]
     for ours, ref, args in [
         (loss, theirs, (logits, ids)),
