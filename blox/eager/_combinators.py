@@ -11,7 +11,8 @@ from typing import Any
 
 from blox import core
 
-from ._module import CoreModule, Module
+from ._core_module import CoreModule
+from ._module import Module
 from ._seed import build_core, init_params
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from blox import core
 
-from ._module import CoreModule
+from ._core_module import CoreModule
 from ._seed import init_params
 
 

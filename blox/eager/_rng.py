@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from blox import core
 
-from ._module import CoreModule
+from ._core_module import CoreModule
 from ._seed import init_params
 
 

@@ -13,7 +13,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .._module import CoreModule
+from blox import core
+
+from .._core_module import CoreModule
 from .._seed import init_params
 from ._layout import Name, build_torch_core
 from ._module import Module
@@ -56,9 +58,20 @@ class Shell(Module, CoreModule):
 
         params = init_params(where, rng, seed, create, signature=(layer, shapes, call_kwargs))
         if dtype is not None:
-            params = jax.tree.map(
-                lambda v: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v,
-                params,
+            # Entry by entry (a tree map would sort the paths): the state_dict keeps
+            # creation order, weight before bias, as PyTorch lists them.
+            params = core.Params.from_dict(
+                {
+                    path: core.Param(
+                        p.value.astype(dtype)
+                        if jnp.issubdtype(p.value.dtype, jnp.floating)
+                        else p.value,
+                        trainable=p.trainable,
+                        metadata=p.metadata,
+                    )
+                    for path, p in params.items()
+                },
+                locked=params.is_locked,
             )
         self.adopt_core(layer, params, keep=lambda path: keep_rng or path[1] != "rng")
 
