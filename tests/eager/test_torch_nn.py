@@ -288,7 +288,7 @@ def test_pools_resizing_and_shuffles_match_torch():
         F.interpolate(jnp.asarray(X4), size=3, align_corners=True)
     with pytest.raises(ValueError, match="divisible by upscale_factor"):
         F.pixel_shuffle(jnp.asarray(X4), 2)
-    with pytest.raises(TypeError, match="expected kernel_size"):
+    with pytest.raises(TypeError, match="to be given"):
         nn.MaxPool2d()
 
 
