@@ -7,7 +7,6 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from blox import core
-from blox.core._channel_dropout import ChannelDropout
 
 from .._typecheck import typecheck
 from ._shell import Shell
@@ -78,9 +77,10 @@ class _ChannelDropout(Shell):
         Dropout._check(where, p)
         self.p = float(p)
         dims = tuple(range(-self._n, 0))
+        # flax's Dropout(broadcast_dims=...): one draw per (example, channel).
         self._adopt(
             where,
-            ChannelDropout,
+            core.Dropout,
             (self.p,),
             {"broadcast_dims": dims},
             (),
