@@ -317,9 +317,7 @@ def torch_gru_step(spec: LSTMSpec) -> Callable[[], Program]:
 
 BLOX_CORE_FLAX_GRU = "blox core RNN(GRUCell)"
 
-GRU_BLOX_CORE_HOISTED = "blox core LSTM(hoist_inputs=True)"
-
-STEP = {
+GRU_STEP = {
     c.RAW: Contender(c.RAW, raw_gru_step, note="hand-written lax.scan"),
     c.BLOX_FILTER_JIT: Contender(c.BLOX_FILTER_JIT, _blox_gru_step),
     c.BLOX_CORE: Contender(c.BLOX_CORE, core_gru_step, note="RNN(GRU)"),

@@ -12,8 +12,6 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
-_PADDING_WORDS = ("SAME", "VALID", "CIRCULAR", "CAUSAL", "REFLECT")
-
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -117,35 +115,6 @@ def divides(where: str, name: str, groups: int, what: str, size: int) -> None:
         )
 
 
-def padding(where: str, value: Any) -> None:
-    """Raises unless `value` is a padding word, an int, or pairs / ints per axis.
-
-    Example:
-        >>> padding('nn.Conv(1, 1, kernel_size=(3,))', 'same ')
-        Traceback (most recent call last):
-        ValueError: nn.Conv(1, 1, kernel_size=(3,)): expected padding to be one of ('SAME', 'VALID', 'CIRCULAR', 'CAUSAL', 'REFLECT'), an int, or per-axis ints or (low, high) pairs, got 'same '. Fix: pass e.g. padding='SAME' or padding=((1, 1),).
-    """
-    hint = (
-        f"{where}: expected padding to be one of {_PADDING_WORDS}, an int, or per-axis "
-        f"ints or (low, high) pairs, got {value!r}. Fix: pass e.g. padding='SAME' or "
-        "padding=((1, 1),)."
-    )
-    if isinstance(value, str):
-        if value.upper() not in _PADDING_WORDS:
-            raise ValueError(hint)
-        return
-    if _is_int(value):
-        if value < 0:
-            raise ValueError(hint)
-        return
-    if not isinstance(value, Sequence):
-        raise TypeError(hint)
-    for item in value:
-        pair = item if isinstance(item, Sequence) and not isinstance(item, str) else (item,)
-        if len(pair) not in (1, 2) or not all(_is_int(p) and p >= 0 for p in pair):
-            raise ValueError(hint)
-
-
 def nonempty_batch(where: str, shape: Sequence[int]) -> None:
     """Raises if the axes statistics are taken over hold no element.
 
@@ -188,5 +157,5 @@ def check_options(where: str, options: dict[str, Any]) -> None:
         check = BY_OPTION.get(name)
         if check is not None and value is not None:
             check(where, name, value)
-    if "padding" in options and options["padding"] is not None and not callable(options["padding"]):
-        padding(where, options["padding"])
+    # Padding is checked by the layer itself (every form flax and PyTorch need,
+    # negative pads included), so no second list of padding words lives here.

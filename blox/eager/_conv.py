@@ -9,7 +9,9 @@ a jaxtyping shape holds a single variadic part.
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from blox import core
@@ -17,6 +19,10 @@ from blox import core
 from ._core_module import CoreModule
 from ._seed import build_core, check_groups, check_sizes, init_params
 from ._typecheck import typecheck
+
+
+def _is_array(value: Any) -> bool:
+    return isinstance(value, jax.Array | np.ndarray)
 
 
 def _kernel_tuple(kernel_size: int | Sequence[int]) -> tuple[int, ...]:
@@ -40,7 +46,14 @@ class _ConvLayer(CoreModule):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel
-        self.options = tuple(sorted(options.items(), key=lambda kv: kv[0]))
+        # Configuration only: an array option (a kernel `mask`) is kept as nested
+        # lists here, for repr; the core layer holds the array itself.
+        self.options = tuple(
+            sorted(
+                ((k, np.asarray(v).tolist() if _is_array(v) else v) for k, v in options.items()),
+                key=lambda kv: kv[0],
+            )
+        )
         where = (
             f"nn.{type(self).__name__}({in_channels}, {out_channels}, kernel_size={kernel}{shown})"
         )

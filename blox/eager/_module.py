@@ -361,22 +361,6 @@ class Module(Surgery):
         """
         return self.train(False)
 
-    def to(self, dtype: Any) -> "Module":
-        """Casts floating parameters and buffers to `dtype` in place; returns self.
-
-        RNG state and other integer buffers are untouched. See
-        `blox.eager._precision.cast_floating`.
-
-        Example:
-            >>> import jax.numpy as jnp
-            >>> from blox import eager as nn
-            >>> nn.Linear(2, 3).to(jnp.bfloat16).kernel.dtype
-            dtype(bfloat16)
-        """
-        from ._precision import cast_floating
-
-        return cast_floating(self, dtype)
-
     def freeze(self, *names: str) -> "Module":
         """Marks parameters as not trainable; returns self.
 

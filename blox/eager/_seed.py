@@ -156,7 +156,14 @@ def build_core(
         return cache[key]
     root = core.Graph("blox")
     rng = core.Rng(root / "rng")
-    layer = core_cls(root / "layer", *args, rng=rng, **options)
+    try:
+        layer = core_cls(root / "layer", *args, rng=rng, **options)
+    except (TypeError, ValueError) as error:
+        # Name the layer as the user wrote it, not its hidden core path.
+        hidden = f"{core_cls.__name__} at 'blox/layer'"
+        if len(error.args) == 1 and hidden in str(error.args[0]):
+            raise type(error)(str(error.args[0]).replace(hidden, where)) from None
+        raise
     if key is not None:
         if len(cache) >= INIT_LIMIT:
             cache.pop(next(iter(cache)))

@@ -32,7 +32,8 @@ def _described_core():
         graph = bx.Graph(core_table.ROOT)
         module = desc.build(graph, bx.Rng(graph / "rng"))
         if module is None:  # a pooling function: named by the descriptor
-            names.add(next(f for f in ("max_pool", "min_pool", "avg_pool") if f in desc.name))
+            pools = ("max_pool", "min_pool", "avg_pool", "sum_pool")
+            names.add(next((f for f in pools if f in desc.name), "pool"))
         else:
             names.add(type(module).__name__)
     return names
