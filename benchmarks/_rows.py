@@ -75,6 +75,7 @@ def timed_row(
     cold: bool = False,
     before_each: Callable[[], None] | None = None,
     long: bool = False,
+    pipelined: bool = False,
 ) -> list[Result]:
     """Medians per call (or, with `cold`, per first call of a fresh `make()`).
 
@@ -83,7 +84,15 @@ def timed_row(
     runs untimed before it. Otherwise `make()` runs once and its `step` is
     warmed up, then timed in inner loops of `settings.min_time` seconds
     (`settings.long_min_time` with `long`, for steps of tens of milliseconds).
+    With `pipelined`, those loops dispatch their calls back to back and block
+    once at the end, as a training loop does (see `_timing`), instead of
+    blocking on every call.
     """
+    if cold and pipelined:
+        raise ValueError(
+            f"timed_row({row!r}): expected cold or pipelined, got both. Fix: time "
+            "first calls blocked (cold) and warm loops pipelined, in two rows."
+        )
     results, makers = _prepare(group, row, unit, spec, contenders, baseline)
     by_name = {c.name: c for c in contenders}
     calls: dict[str, Callable[[], Any]] = {}
@@ -110,6 +119,7 @@ def timed_row(
             rounds=settings.rounds,
             warmup=settings.warmup,
             min_time=settings.long_min_time if long else settings.min_time,
+            pipelined=pipelined,
         )
     for name, error in errors.items():
         results[name] = _error(group, row, by_name[name], unit, error)

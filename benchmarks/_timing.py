@@ -9,9 +9,14 @@ the rounds that a burst of outside load spoiled. Ratios between contenders
 are paired: the median over rounds of the ratio within each round
 (`paired_ratio`).
 
-Every call is synchronised (`jax.block_until_ready` on what it returns; a
-no-op for PyTorch tensors, which are computed synchronously on CPU), so a call
-is charged for its whole latency, dispatch and compute. Warm-up calls run
+By default every call is synchronised (`jax.block_until_ready` on what it
+returns; a no-op for PyTorch tensors, which are computed synchronously on
+CPU), so a call is charged for its whole latency, dispatch and compute. With
+`pipelined=True` a loop of calls runs without blocking and blocks once at the
+end, on every output it kept, as a training loop runs: JAX dispatches the next
+call while the previous one computes, so the time per call is the larger of
+the Python-side cost of a call and its compute, and a library's per-call
+overhead shows up undiluted by the latency of a synchronisation. Warm-up calls run
 first, so compilation is never timed here (the compile group times it on
 purpose, with `before_each=jax.clear_caches` and no warm-up). The garbage
 collector stays on, as a user has it; a full collection runs between rounds so
@@ -74,11 +79,31 @@ def _loop(call: Callable[[], Any], n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
-def _inner_size(call: Callable[[], Any], min_time: float) -> int:
+def _pipelined_loop(call: Callable[[], Any], n: int) -> float:
+    """Seconds per call over `n` calls dispatched back to back, one block at the end.
+
+    Every output is kept and blocked on at the end, so a call whose result
+    does not feed the next one (a forward) is charged in full too; a chained
+    training step's last output already depends on every step before it.
+    """
+    outs = []
+    keep = outs.append
+    start = time.perf_counter()
+    for _ in range(n):
+        keep(call())
+    jax.block_until_ready(outs)
+    seconds = time.perf_counter() - start
+    del outs[:]  # freed untimed, after the clock stopped
+    return seconds / n
+
+
+def _inner_size(
+    call: Callable[[], Any], min_time: float, loop: Callable[..., float] = _loop
+) -> int:
     """Calls per timed loop so that one loop lasts about `min_time` seconds."""
     n, spent = 1, 0.0
     while True:
-        spent = _loop(call, n) * n
+        spent = loop(call, n) * n
         if spent >= min_time / 4 or n >= 1 << 16:
             break
         n *= 2
@@ -100,6 +125,7 @@ def interleaved(
     min_time: float | None,
     before_each: Callable[[], None] | None = None,
     seed: int = 0,
+    pipelined: bool = False,
 ) -> tuple[dict[str, Stats], dict[str, BaseException]]:
     """Times `calls` against each other.
 
@@ -111,18 +137,21 @@ def interleaved(
             call per loop (for things that happen once, like compiling).
         before_each: Called, untimed, before each contender's loop.
         seed: Seeds the shuffling, so a rerun uses the same orders.
+        pipelined: Time loops of unblocked calls with one block at the end
+            (`_pipelined_loop`) instead of blocking on every call.
 
     Returns:
         `(stats, errors)`: per-call `Stats` in seconds for the contenders that
         ran, and the exception of each one that raised.
     """
+    loop = _pipelined_loop if pipelined else _loop
     errors: dict[str, BaseException] = {}
     inner: dict[str, int] = {}
     for name, call in calls.items():
         try:
             for _ in range(warmup):
                 jax.block_until_ready(call())
-            inner[name] = 1 if min_time is None else _inner_size(call, min_time)
+            inner[name] = 1 if min_time is None else _inner_size(call, min_time, loop)
         except Exception as error:
             errors[name] = error
     samples: dict[str, list[float]] = {name: [] for name in inner}
@@ -135,7 +164,7 @@ def interleaved(
             if before_each is not None:
                 before_each()
             try:
-                samples[name].append(_loop(calls[name], inner[name]))
+                samples[name].append(loop(calls[name], inner[name]))
             except Exception as error:
                 errors[name] = error
                 order.remove(name)

@@ -34,6 +34,16 @@ def test_quick_dispatch_run_writes_the_report(tmp_path: Path) -> None:
     assert "python -m benchmarks --quick --only dispatch" in text
     for name in ("blox eager (no jit)", "blox eager (nn.filter_jit)", "blox core (jax.jit)"):
         assert f"| {name} |" in text
+    # Every dispatch row is timed blocked and pipelined, with blox's targets in both.
+    for row in ("forward", "Adam train step"):
+        for suffix in ("", ", pipelined"):
+            assert (
+                f"| dispatch | MLP 32-64-64-10, b32: {row}{suffix} | **raw JAX (jax.jit)** |"
+                in text
+            )
+    assert "| dispatch: MLP 32-64-64-10, b32: forward, pipelined | blox eager (no jit) |" in text
+    assert "≤ 1.05x" in text and "≤ 1.1x" in text
+    assert "*pipelined*" in text  # the Method paragraph says what it means
 
 
 def test_paired_ratio_cancels_load_that_drifts_between_rounds() -> None:
@@ -83,3 +93,69 @@ def test_a_target_against_another_contender_is_judged_on_that_ratio() -> None:
     # Without the other contender's measurement there is nothing to judge.
     blox_eqx.target_ratio = None
     assert f"| {c.RAW_EQX} | — | ≤ 1.03x | n/a |" in "\n".join(_targets(results, ratios))
+
+
+class _Leaf:
+    """A pytree leaf whose `block_until_ready` records when it was blocked on."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    def block_until_ready(self) -> "_Leaf":
+        self.events.append("block")
+        return self
+
+
+@pytest.mark.parametrize(
+    ("pipelined", "expected"),
+    [(False, ["call", "block"] * 3), (True, ["call"] * 3 + ["block"] * 3)],
+)
+def test_a_pipelined_loop_blocks_once_at_the_end_on_every_output(
+    pipelined: bool, expected: list[str]
+) -> None:
+    from benchmarks._timing import _loop, _pipelined_loop
+
+    events: list[str] = []
+
+    def call() -> list[_Leaf]:
+        events.append("call")
+        return [_Leaf(events)]
+
+    seconds = (_pipelined_loop if pipelined else _loop)(call, 3)
+    assert seconds >= 0.0
+    assert events == expected
+
+
+def test_interleaved_pipelined_times_every_contender_in_every_round() -> None:
+    from benchmarks._timing import interleaved
+
+    calls = {"a": lambda: 1.0, "b": lambda: 2.0}
+    stats, errors = interleaved(calls, rounds=3, warmup=1, min_time=1e-4, pipelined=True)
+    assert errors == {}
+    assert sorted(stats) == ["a", "b"]
+    assert all(s.rounds == 3 and len(s.samples) == 3 and s.inner >= 1 for s in stats.values())
+
+
+def test_a_row_cannot_be_both_cold_and_pipelined() -> None:
+    from benchmarks._common import Settings
+    from benchmarks._rows import timed_row
+
+    with pytest.raises(ValueError, match="expected cold or pipelined, got both"):
+        timed_row("g", "r", None, [], Settings.make(True), cold=True, pipelined=True)
+
+
+def test_reused_contenders_build_their_program_once_for_both_rows() -> None:
+    from benchmarks._common import Contender, Program, reused
+
+    built: list[str] = []
+
+    def build(spec: object) -> object:
+        built.append("build")
+        return lambda: Program(lambda: spec)
+
+    programs: dict[str, Program] = {}
+    first = reused([Contender("a", build, target=1.1)], programs)[0]
+    second = reused([Contender("a", build, target=1.05)], programs)[0]
+    assert first.build("spec")() is second.build("spec")()
+    assert built == ["build"]
+    assert (first.target, second.target) == (1.1, 1.05)
