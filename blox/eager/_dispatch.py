@@ -23,6 +23,7 @@ are listed in `_context.py`, which `nn.clear_caches()` empties.
 
 import functools
 import itertools
+import operator
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -56,6 +57,7 @@ class _Compiled:
 
     __slots__ = (
         "changed",
+        "fast",
         "jitted",
         "out_dyn",
         "out_static",
@@ -68,6 +70,8 @@ class _Compiled:
 
     def __init__(self) -> None:
         self.changed: list[int] = []
+        self.fast = False  # repeat calls may take `_Dispatcher.__call__`'s fast path
+        self.out_static: list[Any] | None = None  # None: every output leaf is an array
         self.placed: Any = None  # input placements on a mesh, pinned on outputs (_sharding.py)
         self.writers: list[tuple[tuple[Any, ...], str]] | None = None
         self.split: int | None = None  # donated leaves start here ('all-except-first')
@@ -113,10 +117,28 @@ class _Dispatcher:
         eager: bool = False,
     ) -> Any:
         root = (lead, args, kwargs)
-        found = self._entry(root, eager)
-        if found is _NOT_COMPILED:
-            return _NOT_COMPILED
-        entry, dyn, key_t, fresh = found
+        leaves, treedef = _flatten(root)
+        entry = None
+        if _JAX_TYPES.issuperset(map(type, leaves)):
+            # The common repeat call: every leaf a concrete jax.Array, so the
+            # signature is the treedef and the avals (the key `_entry` builds,
+            # in the same form), gathered in C. Entries pinned to a mesh or
+            # splitting donated arguments take `_entry`.
+            key_t = (treedef, *map(_AVAL, leaves))
+            try:
+                entry = self.cache.get(key_t)
+            except TypeError:  # unhashable node data: `_entry` says so in house form
+                entry = None
+            if entry is None or entry is _OP_BY_OP or not entry.fast:
+                entry = None
+            else:
+                self.clock = entry.used = self.clock + 1
+                dyn, fresh = leaves, False
+        if entry is None:
+            found = self._entry(root, eager, leaves, treedef)
+            if found is _NOT_COMPILED:
+                return _NOT_COMPILED
+            entry, dyn, key_t, fresh = found
         split = entry.split
         groups = (dyn,) if split is None else (dyn[:split], dyn[split:])
         try:
@@ -140,14 +162,22 @@ class _Dispatcher:
             raise
         if entry.changed:
             _write_back(entry, root, state)
-        out = list(entry.out_static)
-        for position, value in zip(entry.out_dyn, out_dyn):
-            out[position] = value
-        return jax.tree.unflatten(entry.out_treedef, out)
+        if fresh:
+            # Repeat calls take the fast path once a trace has succeeded.
+            entry.fast = entry.split is None and entry.placed is None
+        if entry.out_static is None:
+            return entry.out_treedef.unflatten(out_dyn)
+        return _output(entry, out_dyn)
 
-    def _entry(self, root: Any, eager: bool = False) -> Any:
-        """The cache entry for `root`'s signature, its array leaves, key and freshness."""
-        leaves, treedef = jax.tree.flatten(root)
+    def _entry(
+        self, root: Any, eager: bool = False, leaves: Any = None, treedef: Any = None
+    ) -> Any:
+        """The cache entry for `root`'s signature, its array leaves, key and freshness.
+
+        `leaves` and `treedef` are `root`'s flattening, when the caller has it.
+        """
+        if treedef is None:
+            leaves, treedef = _flatten(root)
         dyn = []
         key: list[Any] = [treedef]
         append = key.append
@@ -253,7 +283,11 @@ class _Dispatcher:
             out_leaves, entry.out_treedef = jax.tree.flatten(out)
             entry.out_dyn = [i for i, leaf in enumerate(out_leaves) if isinstance(leaf, jax.Array)]
             dyn_set = set(entry.out_dyn)
-            entry.out_static = [None if i in dyn_set else leaf for i, leaf in enumerate(out_leaves)]
+            entry.out_static = (
+                None  # every output leaf an array: unflatten the results directly
+                if len(dyn_set) == len(out_leaves)
+                else [None if i in dyn_set else leaf for i, leaf in enumerate(out_leaves)]
+            )
             return [out_leaves[i] for i in entry.out_dyn], state
 
         donate: tuple[int, ...] = ()
@@ -295,11 +329,27 @@ CACHE_LIMIT = 256  # compiled signatures kept per method or filter_jit function
 _LEAF_KINDS: dict[type, object] = {}
 
 
+# The leaf types of kind `_JAX` seen so far: a signature whose leaves all have
+# one of these types takes the dispatcher's fast path.
+_JAX_TYPES: set[type] = set()
+_AVAL = operator.attrgetter("aval")
+_flatten = jax.tree_util.default_registry.flatten  # `jax.tree.flatten` minus two Python frames
+
+
+def _output(entry: _Compiled, out_dyn: list[Any]) -> Any:
+    """The call's output: the static leaves the trace recorded, the arrays it returned."""
+    out = list(entry.out_static)
+    for position, value in zip(entry.out_dyn, out_dyn):
+        out[position] = value
+    return entry.out_treedef.unflatten(out)
+
+
 def _leaf_kind(cls: type) -> object:
     if issubclass(cls, jax.core.Tracer):
         kind = _TRACER
     elif issubclass(cls, jax.Array):
         kind = _JAX
+        _JAX_TYPES.add(cls)
     elif issubclass(cls, np.ndarray):
         kind = _NUMPY
     else:
