@@ -265,3 +265,33 @@ def test_equal_but_differently_typed_static_values_stay_apart():
     assert type(copy(Scale(2.0)).factor) is float
     assert [type(v) for v in copy(Scale((2, 3))).factor] == [int, int]
     assert [type(v) for v in copy(Scale((2.0, 3.0))).factor] == [float, float]
+
+
+def test_repeat_calls_on_the_fast_path_keep_static_outputs_and_static_leaves():
+    # Every leaf a jax.Array: the repeat call takes the dispatcher's fast path;
+    # a static output leaf still comes back, and a Python float argument is
+    # still static (a new value retraces), numpy arguments take the full path.
+    f = nn.filter_jit(lambda x, scale: (x * scale, "tag", 3))
+    x = jnp.arange(3.0)
+    for _ in range(3):
+        y, tag, n = f(x, jnp.float32(2.0))
+        np.testing.assert_array_equal(np.asarray(y), [0.0, 2.0, 4.0])
+        assert (tag, n) == ("tag", 3)
+    assert nn.compile_stats(f).traces == 1
+    y, _, _ = f(x, 3.0)
+    y2, _, _ = f(x, 4.0)
+    np.testing.assert_array_equal(np.asarray(y2), [0.0, 4.0, 8.0])
+    assert nn.compile_stats(f).traces == 3
+    y3, _, _ = f(np.arange(3.0, dtype=np.float32), jnp.float32(2.0))
+    y4, _, _ = f(np.arange(3.0, dtype=np.float32), jnp.float32(2.0))
+    np.testing.assert_array_equal(np.asarray(y3), np.asarray(y4))
+    assert nn.compile_stats(f).traces == 4
+
+
+def test_repeat_eager_calls_on_the_fast_path_write_state_back():
+    drop = nn.Dropout(0.5)
+    x = jnp.ones((4, 8))
+    masks = [np.asarray(drop(x)) for _ in range(3)]
+    assert int(drop.rng.counter) == 3
+    assert not np.array_equal(masks[1], masks[2])
+    assert nn.compile_stats(drop).traces == 1
