@@ -5,7 +5,13 @@ argument signature (treedef of the model and arguments, static leaves, array
 shapes and dtypes) and then costs one dispatch: `_Dispatcher` flattens the
 arguments, runs the cached program, and writes the state leaves the trace
 replaced back onto the caller's objects. `nn.filter_jit` is the same
-dispatcher applied to a user function.
+dispatcher applied to a user function. A repeat call whose leaves are all
+`jax.Array`s (a training step, a model called on arrays) finds its program
+by a key gathered in C (`map` over the leaves) and unflattens the outputs
+straight from the program's results; per call, what remains in Python is one
+flatten of the arguments, one unflatten of the outputs (one Python callback
+per module object in each) and the state write-back, skipped when the trace
+changed no state.
 
 The state-return protocol (shared with `nn.filter_grad` and `functional()`,
 see `_write_back`): the trace records which input leaves it replaced, by
