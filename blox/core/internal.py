@@ -5,7 +5,7 @@ that are no part of the core's public surface: the constructor argument checks
 (so eager and core layers raise the same errors), the checkpoint file format
 (so `nn.save` writes what `bx.save_params` reads), the sharding resolution (so
 `nn.shard` places a model as `bx.shard` does), the byte formatting of the
-displays, and two families (`Bilinear`, resizing) that only the PyTorch facade
+displays, the check of concrete embedding ids, and two families (`Bilinear`, resizing) that only the PyTorch facade
 exposes so far. Those are re-exported here under plain names, and this is the
 one module the eager package imports them from: no file of `blox.eager`
 reaches into a private `blox.core._x` module, and a test
@@ -34,12 +34,14 @@ from ._checkpoint import _step_text as step_text
 from ._checkpoint import _structure_hash as structure_hash
 from ._checkpoint import _write as write
 from ._display import _bytes as format_bytes
+from ._embed import check_ids as check_ids
 from ._sharding import _place as place
 from ._sharding import _sharding_of as sharding_of
 
 __all__ = [
     "Bilinear",
     "base_metadata",
+    "check_ids",
     "checks",
     "decode",
     "differences",

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Integer
 
 from blox import core
+from blox.core.internal import check_ids
 
 from .._typecheck import typecheck
 from ._layout import Name, Normal
@@ -47,7 +48,12 @@ class Embedding(Shell):
         seed: Int or key for this layer's init.
 
     Raises:
-        ValueError: On an unsupported option or a `padding_idx` out of range.
+        ValueError: On an unsupported option or a `padding_idx` out of range,
+            and when called with concrete ids (outside `nn.filter_jit` and
+            `jax.jit`) out of `[0, num_embeddings)`, where PyTorch raises
+            `IndexError`. Traced ids are not checked: an id in
+            `[-num_embeddings, 0)` counts from the end and any other id out of
+            range gives a NaN row (`blox.core.Embed`'s rule).
 
     Example:
         >>> import jax.numpy as jnp
@@ -109,6 +115,15 @@ class Embedding(Shell):
             self.weight = self.weight.at[padding_idx].set(0.0)
         if _freeze:
             self.freeze("weight")
+
+    def __call__(self, input: Any) -> Any:
+        # Concrete ids are checked here, before the compiled call traces them.
+        where = f"nn.Embedding({self.num_embeddings}, {self.embedding_dim})"
+        check_ids(where, input, self.num_embeddings)
+        return super().__call__(input)
+
+    __call__._blox_compiled = True  # type: ignore[attr-defined]
+    __call__._blox_dispatcher = Shell.__call__._blox_dispatcher  # type: ignore[attr-defined]
 
     @typecheck
     def forward(
