@@ -11,6 +11,7 @@ from blox import core
 from blox.core.internal import check_ids
 
 from ._core_module import CoreModule
+from ._errors import located
 from ._seed import build_core, init_params
 from ._typecheck import typecheck
 
@@ -29,12 +30,19 @@ class Embed(CoreModule):
         ids `(*batch,)` -> `(*batch, embedding_size)`; `attend`:
         `(*batch, embedding_size)` -> `(*batch, num_embeddings)`.
 
+    Ids out of range: the ids are checked when they are concrete, that is
+    when this layer is called directly (`emb(ids)` outside any transform) or
+    runs op by op (under `jax.disable_jit()` or while a forward hook is
+    registered): an id outside `[0, num_embeddings)` raises `ValueError`,
+    before the compiled call. Traced ids are not checked (reading them would
+    stall a compiled step): inside `nn.filter_jit` or `jax.jit`, and inside a
+    model's own eager call (`model(ids)` compiles the whole model, so its
+    embedding sees traced ids), an id in `[-num_embeddings, 0)` counts from
+    the end and any other id out of range gives a row of NaN and no gradient
+    (`blox.core.Embed`'s rule, flax.linen's).
+
     Raises:
-        ValueError: If concrete ids (an eager call outside any transform) are
-            out of `[0, num_embeddings)`. Inside `nn.filter_jit` or `jax.jit`
-            ids are traced and not checked: an id in `[-num_embeddings, 0)`
-            counts from the end and any other id out of range gives a NaN row
-            (`blox.core.Embed`'s rule, flax.linen's).
+        ValueError: If concrete ids are out of `[0, num_embeddings)`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -104,9 +112,11 @@ def _checked(call: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(call)
     def checked(self: Embed, ids: Any) -> Any:
-        check_ids(
-            f"nn.Embed({self.num_embeddings}, {self.embedding_size})", ids, self.num_embeddings
-        )
+        where = f"nn.Embed({self.num_embeddings}, {self.embedding_size})"
+        try:
+            check_ids(where, ids, self.num_embeddings)
+        except ValueError as error:  # called by a model (op by op): name its path too
+            raise ValueError(str(error).replace(where, located(self, where), 1)) from None
         return call(self, ids)
 
     checked._blox_compiled = True  # type: ignore[attr-defined]
