@@ -222,12 +222,21 @@ class _ConvBase(Module):
                 if self.channels_first
                 else (f"{n} spatial dims, channels")
             )
-            fix = "x[..., None, :, :]" if self.channels_first else "x[..., None]"
+            add = "x[..., None, :, :]" if self.channels_first else "x[..., None]"
+            if jnp.ndim(inputs) == n:  # one axis short: either may be missing
+                fix = (
+                    f"if the channel axis is missing (one channel), add it, e.g. {add}; "
+                    f"if the spatial dims are, reshape to (*batch, {layout})"
+                )
+            else:  # too short for the spatial dims alone
+                fix = (
+                    f"the inputs lack spatial dims: reshape them to (*batch, {layout}), "
+                    "or use a Linear layer for features without spatial dims"
+                )
             raise ValueError(
                 f"{_where(self)}: expected inputs of rank >= {n + 1} "
                 f"(*batch, {layout}), got rank {jnp.ndim(inputs)} "
-                f"with shape {tuple(jnp.shape(inputs))}. Fix: add the channel axis, "
-                f"e.g. {fix}."
+                f"with shape {tuple(jnp.shape(inputs))}. Fix: {fix}."
             )
         batch = inputs.shape[: inputs.ndim - n - 1]
         flat = inputs.reshape((math.prod(batch),) + inputs.shape[inputs.ndim - n - 1 :])

@@ -140,3 +140,24 @@ def test_named_parameters_and_buffers_use_the_state_dict_names():
     assert "i.1.rng.seed" in buffers and "nested.1.x.scale" in params
     for name, value in [*params.items(), *buffers.items()]:
         assert value is state[name] or (value == state[name]).all(), name
+
+
+def test_conv_rank_hints_fit_the_case():
+    import blox as bx
+
+    graph = bx.Graph("net")
+    rng = bx.Rng(graph / "rng")
+    conv = bx.Conv(graph / "conv", (3, 3), 8, rng=rng)
+    params = rng.seed(bx.Params(), seed=0)
+    # One axis short: the channel axis or the spatial dims may be missing.
+    with pytest.raises(
+        ValueError,
+        match=r"got rank 2 with shape \(2, 3\)\. Fix: if the channel axis is missing \(one "
+        r"channel\), add it, e\.g\. x\[\.\.\., None\]; if the spatial dims are, reshape",
+    ):
+        conv(params, jnp.ones((2, 3)))
+    # Two short: the spatial dims are missing, not the channel axis.
+    with pytest.raises(
+        ValueError, match=r"got rank 1 with shape \(3,\)\. Fix: the inputs lack spatial dims"
+    ):
+        conv(params, jnp.ones((3,)))
