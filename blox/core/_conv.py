@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._checks import spatial_rank_fix
 from ._dtypes import promote_dtype
 from ._graph import Graph
 from ._initializers import LECUN_NORMAL
@@ -222,17 +223,7 @@ class _ConvBase(Module):
                 if self.channels_first
                 else (f"{n} spatial dims, channels")
             )
-            add = "x[..., None, :, :]" if self.channels_first else "x[..., None]"
-            if jnp.ndim(inputs) == n:  # one axis short: either may be missing
-                fix = (
-                    f"if the channel axis is missing (one channel), add it, e.g. {add}; "
-                    f"if the spatial dims are, reshape to (*batch, {layout})"
-                )
-            else:  # too short for the spatial dims alone
-                fix = (
-                    f"the inputs lack spatial dims: reshape them to (*batch, {layout}), "
-                    "or use a Linear layer for features without spatial dims"
-                )
+            fix = spatial_rank_fix(jnp.ndim(inputs), n, self.channels_first)
             raise ValueError(
                 f"{_where(self)}: expected inputs of rank >= {n + 1} "
                 f"(*batch, {layout}), got rank {jnp.ndim(inputs)} "
