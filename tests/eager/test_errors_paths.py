@@ -161,3 +161,18 @@ def test_conv_rank_hints_fit_the_case():
         ValueError, match=r"got rank 1 with shape \(3,\)\. Fix: the inputs lack spatial dims"
     ):
         conv(params, jnp.ones((3,)))
+
+
+def test_pool_rank_hint_and_unsortable_container_keys():
+    import blox as bx
+
+    with pytest.raises(ValueError, match=r"max_pool: .*Fix: the inputs lack spatial dims"):
+        bx.max_pool(jnp.ones((4,)), (2, 2))
+
+    class Mixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.d = {"a": nn.Linear(1, 1, seed=0), 3: nn.Linear(1, 1, seed=0)}
+
+    with pytest.raises(TypeError, match=r"^Mixed\.d: expected dict keys that sort .*Fix: use str"):
+        Mixed()
