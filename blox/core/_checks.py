@@ -159,3 +159,28 @@ def check_options(where: str, options: dict[str, Any]) -> None:
             check(where, name, value)
     # Padding is checked by the layer itself (every form flax and PyTorch need,
     # negative pads included), so no second list of padding words lives here.
+
+
+def spatial_rank_fix(ndim: int, n: int, channels_first: bool = False) -> str:
+    """The fix for inputs of rank `ndim` too short for `n` spatial dims and channels.
+
+    One axis short, either the channel axis (a one-channel image) or the
+    spatial dims may be missing; more, the spatial dims are.
+
+    Example:
+        >>> spatial_rank_fix(2, 2)
+        'if the channel axis is missing (one channel), add it, e.g. x[..., None]; if the spatial dims are, reshape to (*batch, 2 spatial dims, channels)'
+        >>> spatial_rank_fix(1, 2)
+        'the inputs lack spatial dims: reshape them to (*batch, 2 spatial dims, channels), or use a Linear layer for features without spatial dims'
+    """
+    layout = f"channels, {n} spatial dims" if channels_first else f"{n} spatial dims, channels"
+    if ndim == n:
+        add = "x[..., None, :, :]" if channels_first else "x[..., None]"
+        return (
+            f"if the channel axis is missing (one channel), add it, e.g. {add}; "
+            f"if the spatial dims are, reshape to (*batch, {layout})"
+        )
+    return (
+        f"the inputs lack spatial dims: reshape them to (*batch, {layout}), "
+        "or use a Linear layer for features without spatial dims"
+    )

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._checks import spatial_rank_fix
 from ._dtypes import promote_dtype
 from ._graph import Graph
 from ._initializers import LECUN_NORMAL
@@ -222,12 +223,11 @@ class _ConvBase(Module):
                 if self.channels_first
                 else (f"{n} spatial dims, channels")
             )
-            fix = "x[..., None, :, :]" if self.channels_first else "x[..., None]"
+            fix = spatial_rank_fix(jnp.ndim(inputs), n, self.channels_first)
             raise ValueError(
                 f"{_where(self)}: expected inputs of rank >= {n + 1} "
                 f"(*batch, {layout}), got rank {jnp.ndim(inputs)} "
-                f"with shape {tuple(jnp.shape(inputs))}. Fix: add the channel axis, "
-                f"e.g. {fix}."
+                f"with shape {tuple(jnp.shape(inputs))}. Fix: {fix}."
             )
         batch = inputs.shape[: inputs.ndim - n - 1]
         flat = inputs.reshape((math.prod(batch),) + inputs.shape[inputs.ndim - n - 1 :])

@@ -4,6 +4,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._dtypes import promote_dtype
 from ._graph import Graph
@@ -14,11 +15,62 @@ from ._params import Params
 _DEFAULT_EMBEDDING_INIT = VarianceScaling(1.0, "fan_in", "normal", out_axis=0)
 
 
+def check_ids(where: str, ids: Any, num_embeddings: int) -> None:
+    """Raises unless every id is in `[0, num_embeddings)`; traced ids pass unchecked.
+
+    Only concrete ids are read (a NumPy array, or a JAX array outside any
+    trace): reading them waits for them to be computed, which a compiled
+    step must not do, so under `jax.jit` (and `nn.filter_jit`, and an eager
+    call's own compiled program) the lookup's rule applies instead: see
+    `Embed`.
+
+    Args:
+        where: The layer as the user wrote it, for the message.
+        ids: The integer ids about to be looked up.
+        num_embeddings: The table's row count.
+
+    Raises:
+        ValueError: If a concrete id is negative or at least `num_embeddings`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> check_ids('nn.Embed(4, 2)', jnp.array([[0, 3], [4, 1]]), 4)
+        Traceback (most recent call last):
+        ValueError: nn.Embed(4, 2): expected ids in [0, 4), got ids from 0 to 4 (first bad id 4 at index (1, 0)). Fix: make the table larger (num_embeddings) or map unknown tokens to a reserved id.
+    """
+    dtype = getattr(ids, "dtype", None)
+    if isinstance(ids, jax.core.Tracer) or dtype is None or np.size(ids) == 0:
+        return
+    if not jnp.issubdtype(dtype, jnp.integer):
+        return  # the caller's type check names this one
+    host = np.asarray(ids)
+    low, high = host.min(), host.max()
+    if low >= 0 and high < num_embeddings:
+        return
+    bad = np.argwhere((host < 0) | (host >= num_embeddings))[0]
+    raise ValueError(
+        f"{where}: expected ids in [0, {num_embeddings}), got ids from {low} to {high} "
+        f"(first bad id {host[tuple(bad)]} at index {tuple(int(i) for i in bad)}). Fix: make "
+        "the table larger (num_embeddings) or map unknown tokens to a reserved id."
+    )
+
+
 class Embed(Module):
     """Maps integer ids to rows of `embedding` `(num_embeddings, embedding_size)`.
 
     `attend(params, h)` computes `h @ embedding.T`, the tied output layer of a
     language model.
+
+    Ids out of range: called with concrete ids (outside `jax.jit`), an id
+    below 0 or at least `num_embeddings` raises `ValueError` (as PyTorch's
+    `nn.Embedding` raises `IndexError`). Traced ids cannot be checked
+    without a device sync, so inside `jax.jit` (and `nn.filter_jit`, and an
+    eager call's compiled program) the lookup is `jnp.take(embedding, ids,
+    axis=0, mode="fill")`, flax.linen.Embed's rule: an id in
+    `[-num_embeddings, 0)` counts from the end, as in NumPy, and any id
+    outside `[-num_embeddings, num_embeddings)` gives a row of NaN (the
+    lowest value of a signed integer table) and no gradient, so the loss
+    shows it rather than a clamped row training silently.
 
     Args:
         graph: This module's node.
@@ -35,7 +87,12 @@ class Embed(Module):
         ids `(*batch,)` integers -> `(*batch, embedding_size)`;
         `attend`: `(*batch, embedding_size)` -> `(*batch, num_embeddings)`.
 
+    Raises:
+        TypeError: If the ids are not an integer array.
+        ValueError: If concrete ids are out of range.
+
     Example:
+        >>> import jax
         >>> import jax.numpy as jnp
         >>> import blox as bx
         >>> g = bx.Graph('lm')
@@ -46,6 +103,12 @@ class Embed(Module):
         >>> logits, params = emb.attend(params, h)
         >>> h.shape, logits.shape
         ((1, 3, 4), (1, 3, 10))
+        >>> emb(params, jnp.array([10]))
+        Traceback (most recent call last):
+        ValueError: Embed at 'lm/emb': expected ids in [0, 10), got ids from 10 to 10 (first bad id 10 at index (0,)). Fix: ...
+        >>> h, _ = jax.jit(emb)(params.locked(), jnp.array([9, -1, 10]))  # traced: not checked
+        >>> bool((h[0] == h[1]).all()), bool(jnp.isnan(h[2]).all())
+        (True, True)
     """
 
     def __init__(
@@ -80,7 +143,7 @@ class Embed(Module):
         )
 
     def __call__(self, params: Params, indices: jax.Array) -> tuple[jax.Array, Params]:
-        """Looks up `indices` (any integer array)."""
+        """Looks up `indices` (any integer array; see the class on ids out of range)."""
         dtype = getattr(indices, "dtype", None)
         if dtype is None or not jnp.issubdtype(dtype, jnp.integer):
             raise TypeError(
@@ -88,9 +151,10 @@ class Embed(Module):
                 f"{dtype if dtype is not None else type(indices).__name__}. "
                 "Fix: cast them, e.g. ids.astype(jnp.int32)."
             )
+        check_ids(_where(self), indices, self.num_embeddings)
         table, params = self._table(params)
         (table,) = promote_dtype(table, dtype=self.dtype, inexact=False)
-        return table[indices], params
+        return jnp.take(table, indices, axis=0, mode="fill"), params
 
     def attend(self, params: Params, inputs: jax.Array) -> tuple[jax.Array, Params]:
         """`inputs @ embedding.T`: `(*batch, embedding_size)` -> `(*batch, num)`.

@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ._checks import spatial_rank_fix
 from ._conv import PaddingLike, _as_tuple, _check_padding
 
 
@@ -34,11 +35,10 @@ def _pool(
     n = len(window)
     if jnp.ndim(inputs) < n + 1:
         layout = f"channels, {n} spatial dims" if channels_first else f"{n} spatial dims, channels"
-        fix = "x[..., None, :, :]" if channels_first else "x[..., None]"
+        fix = spatial_rank_fix(jnp.ndim(inputs), n, channels_first)
         raise ValueError(
             f"{name}: expected inputs of rank >= {n + 1} (*batch, {layout}), got rank "
-            f"{jnp.ndim(inputs)} with shape {tuple(jnp.shape(inputs))}. Fix: add the "
-            f"channel axis, e.g. {fix}."
+            f"{jnp.ndim(inputs)} with shape {tuple(jnp.shape(inputs))}. Fix: {fix}."
         )
     spatial = {
         "window_dimensions": window,

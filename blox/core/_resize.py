@@ -14,13 +14,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._checks import spatial_rank_fix
+
 
 def _spatial(name: str, inputs: jax.Array, n: int) -> int:
     if jnp.ndim(inputs) < n + 1:
         raise ValueError(
             f"{name}: expected inputs of rank >= {n + 1} (*batch, {n} spatial dims, "
-            f"channels), got shape {tuple(jnp.shape(inputs))}. Fix: add the channel "
-            "axis, e.g. x[..., None]."
+            f"channels), got shape {tuple(jnp.shape(inputs))}. Fix: "
+            f"{spatial_rank_fix(jnp.ndim(inputs), n)}."
         )
     return jnp.ndim(inputs) - n - 1
 

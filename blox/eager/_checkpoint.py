@@ -15,19 +15,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from blox.core._checkpoint import (
-    _base_metadata,
-    _decode,
-    _differences,
-    _encode,
-    _file_signature,
-    _mismatch,
-    _read,
-    _shape_dtype,
-    _step_text,
-    _structure_hash,
-    _write,
-)
+from blox.core import internal
 
 from ._module import Module
 from ._pytree import path_name
@@ -117,12 +105,12 @@ def save(
     """
     where = "nn.save"
     _check_model(where, model, "model")
-    step_text = _step_text(where, step)
+    step_text = internal.step_text(where, step)
     names, values, _ = _model_leaves(model)
     tensors, key_impls, signature, extra = {}, {}, {}, {}
     for name, value in zip(names, values):
-        tensors[name], _ = _encode(value)  # eager models hold RNG keys as raw key data
-        signature[name] = _shape_dtype(value)
+        tensors[name], _ = internal.encode(value)  # eager models hold RNG keys as raw key data
+        signature[name] = internal.shape_dtype(value)
     if opt_state is not None:
         clashes = [name for name in names if _is_opt_name(name)]
         if clashes:
@@ -133,14 +121,14 @@ def save(
             )
         opt_names, opt_values, opt_treedef = _opt_leaves(opt_state)
         for name, value in zip(opt_names, opt_values):
-            tensors[name], impl = _encode(value)
+            tensors[name], impl = internal.encode(value)
             if impl is not None:
                 key_impls[name] = impl
         extra["opt_state_treedef"] = str(opt_treedef)
     cls = type(model).__name__
-    metadata = _base_metadata(step_text, _structure_hash(cls, signature), key_impls)
+    metadata = internal.base_metadata(step_text, internal.structure_hash(cls, signature), key_impls)
     metadata.update(model_class=cls, **extra)
-    _write(where, path, tensors, metadata)
+    internal.write(where, path, tensors, metadata)
 
 
 def load(path: str | os.PathLike, like: Module, opt_state: Any = None) -> Checkpoint:
@@ -187,15 +175,15 @@ def load(path: str | os.PathLike, like: Module, opt_state: Any = None) -> Checkp
     """
     where = "nn.load"
     _check_model(where, like, "like")
-    tensors, metadata = _read(where, path)
-    got = _file_signature(tensors, metadata["key_impls"])
+    tensors, metadata = internal.read(where, path)
+    got = internal.file_signature(tensors, metadata["key_impls"])
     has_opt = "opt_state_treedef" in metadata
     got_model = {n: s for n, s in got.items() if not (has_opt and _is_opt_name(n))}
     got_opt = {n: s for n, s in got.items() if n not in got_model}
 
     names, values, treedef = _model_leaves(like)
-    expected = {name: _shape_dtype(value) for name, value in zip(names, values)}
-    problems = _differences(expected, got_model)
+    expected = {name: internal.shape_dtype(value) for name, value in zip(names, values)}
+    problems = internal.differences(expected, got_model)
     if opt_state is not None:
         if not has_opt:
             raise ValueError(
@@ -205,11 +193,11 @@ def load(path: str | os.PathLike, like: Module, opt_state: Any = None) -> Checkp
                 "nn.save(path, model, opt_state)."
             )
         opt_names, opt_values, opt_treedef = _opt_leaves(opt_state)
-        opt_expected = {n: _shape_dtype(v) for n, v in zip(opt_names, opt_values)}
-        problems += [f"optimizer state: {p}" for p in _differences(opt_expected, got_opt)]
+        opt_expected = {n: internal.shape_dtype(v) for n, v in zip(opt_names, opt_values)}
+        problems += [f"optimizer state: {p}" for p in internal.differences(opt_expected, got_opt)]
     saved_class = metadata.get("model_class", type(like).__name__)
     if not problems and "structure_hash" in metadata:
-        if metadata["structure_hash"] != _structure_hash(type(like).__name__, expected):
+        if metadata["structure_hash"] != internal.structure_hash(type(like).__name__, expected):
             problems.append(
                 f"a different structure_hash (saved from class {saved_class!r}, "
                 f"loading into {type(like).__name__!r})"
@@ -221,9 +209,9 @@ def load(path: str | os.PathLike, like: Module, opt_state: Any = None) -> Checkp
         )
         if opt_state is not None:
             fix += ", and build the opt_state template with the same optimizer"
-        raise _mismatch(where, path, problems, fix + ".")
+        raise internal.mismatch(where, path, problems, fix + ".")
 
-    model = jax.tree.unflatten(treedef, [_decode(tensors[name], None) for name in names])
+    model = jax.tree.unflatten(treedef, [internal.decode(tensors[name], None) for name in names])
     restored = None
     if opt_state is not None:
         leaves = [
@@ -240,4 +228,4 @@ def _restore_leaf(array: np.ndarray, impl: str | None, template: Any) -> Any:
         return np.array(array)
     if isinstance(template, bool | int | float | complex):
         return type(template)(array.item())
-    return _decode(array, impl)
+    return internal.decode(array, impl)

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from blox.core import Param, Params
 
+from ._errors import located
 from ._frames import _closed_over, _is_copy, _leaks
 from ._module import Module, _Group
 from ._pytree import _restructure
@@ -210,7 +211,11 @@ class CoreModule(Module):
 
 
 def _renamed(error: Exception, module: CoreModule) -> Exception | None:
-    """`error` naming the eager layer instead of its hidden core path ('blox/layer')."""
+    """`error` naming the eager layer instead of its hidden core path ('blox/layer').
+
+    Called by a model, the layer is named with its path: ``Net.bn
+    (nn.BatchNorm(4, ...))``; called on its own, ``nn.BatchNorm``.
+    """
     core = module.__dict__.get("_blox_core")
     if core is None or type(error) not in (TypeError, ValueError) or len(error.args) != 1:
         return None
@@ -218,7 +223,7 @@ def _renamed(error: Exception, module: CoreModule) -> Exception | None:
     text = str(error.args[0])
     if hidden not in text or core.graph.path[:1] != ("blox",):
         return None
-    return type(error)(text.replace(hidden, f"nn.{type(module).__name__}"))
+    return type(error)(text.replace(hidden, located(module, f"nn.{type(module).__name__}")))
 
 
 def from_core(module: Any, params: Any, *, method: str = "__call__") -> CoreModule:

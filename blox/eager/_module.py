@@ -59,6 +59,15 @@ def _holds_modules(value: Any) -> bool:
 
 
 def _check_container(owner: "Module", name: str, value: Any) -> None:
+    if isinstance(value, dict):
+        try:
+            sorted(value)  # JAX flattens dicts by sorted key
+        except TypeError:
+            raise TypeError(
+                f"{type(owner).__name__}.{name}: expected dict keys that sort (all str, "
+                f"as in PyTorch's ModuleDict), got keys {list(value)!r}. Fix: use str "
+                "keys, e.g. {str(k): m for k, m in layers.items()}."
+            ) from None
     items = value.values() if isinstance(value, dict) else value
     for item in items:
         if isinstance(item, list | tuple | dict):

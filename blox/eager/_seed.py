@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from blox.core import _checks
+from blox.core.internal import checks
 
 from ._context import CONTEXT, INIT_LIMIT
 from ._dispatch import _UNTRACEABLE
@@ -142,11 +142,11 @@ def build_core(
         )
     # Validated here, so errors name the eager layer as the user wrote it, not
     # the hidden core path: sizes by their core names, options by theirs.
-    _checks.check_options(where, dict(zip(names[1:], args)))
+    checks.check_options(where, dict(zip(names[1:], args)))
     for name, value in zip(names[1:], args):
-        if name not in _checks.BY_OPTION and _checks.is_size(value):
-            _checks.positive_ints(where, name, value)
-    _checks.check_options(where, options)
+        if name not in checks.BY_OPTION and checks.is_size(value):
+            checks.positive_ints(where, name, value)
+    checks.check_options(where, options)
     try:
         key = (core_cls, _hashable(args), _hashable(options))
     except TypeError:
@@ -217,7 +217,7 @@ def check_sizes(where: str, **values: Any) -> None:
         ValueError: nn.Linear(3, 0): expected out_features to be a positive int, got 0. Fix: pass a size of at least 1.
     """
     for name, value in values.items():
-        _checks.positive_ints(where, name, value)
+        checks.positive_ints(where, name, value)
 
 
 def check_groups(where: str, count: Any, in_channels: int, out_channels: int) -> None:
@@ -233,9 +233,9 @@ def check_groups(where: str, count: Any, in_channels: int, out_channels: int) ->
         Traceback (most recent call last):
         ValueError: nn.Conv(4, 6, kernel_size=(3,)): expected feature_group_count to divide in_channels 4, got 3. Fix: pick a feature_group_count that divides both channel counts.
     """
-    _checks.positive_int(where, "feature_group_count", count)
-    _checks.divides(where, "feature_group_count", count, "in_channels", in_channels)
-    _checks.divides(where, "feature_group_count", count, "out_channels", out_channels)
+    checks.positive_int(where, "feature_group_count", count)
+    checks.divides(where, "feature_group_count", count, "in_channels", in_channels)
+    checks.divides(where, "feature_group_count", count, "out_channels", out_channels)
 
 
 def init_params(

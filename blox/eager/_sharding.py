@@ -14,8 +14,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from blox.core import Param
-from blox.core._sharding import _place, _sharding_of
+from blox.core import Param, internal
 
 from . import _module  # partly initialised when _dispatch imports this file
 
@@ -71,11 +70,11 @@ def shard(model: Any, mesh: Mesh, rules: Any = None) -> Any:
                     continue
                 names = owner.__dict__.get("_blox_metadata", {}).get(attr, {}).get("sharding")
                 param = Param(value, metadata={"sharding": names} if names else None)
-                sharding = _sharding_of(f"nn.shard: {name}", param, mesh, rules)
-                placed.append((owner, attr, _place(value, sharding)))
+                sharding = internal.sharding_of(f"nn.shard: {name}", param, mesh, rules)
+                placed.append((owner, attr, internal.place(value, sharding)))
             return node
         if isinstance(node, jax.Array | np.ndarray):
-            return _place(node, replicated)
+            return internal.place(node, replicated)
         return node
 
     out = jax.tree.map(visit, model, is_leaf=lambda node: isinstance(node, _module.Module))

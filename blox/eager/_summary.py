@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from blox.core._display import _bytes
+from blox.core import internal
 
 from ._frames import _carry_state
 from ._module import Module, _Group
@@ -284,7 +284,7 @@ def _render(s: Summary) -> str:
         ]
         if show_trainable:
             cells.append("-" if repeat else f"{r.trainable:,}")
-        cells.append("-" if repeat else _bytes(r.bytes))
+        cells.append("-" if repeat else internal.format_bytes(r.bytes))
         body.append(cells)
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
 
@@ -299,6 +299,6 @@ def _render(s: Summary) -> str:
         f"Total params:         {s.total_params:,}",
         f"Trainable params:     {s.trainable_params:,}",
         f"Non-trainable params: {non_trainable:,}",
-        f"Total size:           {_bytes(s.total_bytes)} (parameters and buffers)",
+        f"Total size:           {internal.format_bytes(s.total_bytes)} (parameters and buffers)",
     ]
     return "\n".join([line(header), rule, *map(line, body), rule, *footer])

@@ -6,8 +6,10 @@ step pays nothing. The error is jaxtyping's `TypeCheckError` (a `TypeError`)
 led by one line in the house form: the layer, the argument, the expected
 dtype and shape (with f-string dims such as ``{self.in_features}`` filled in
 and bound dims such as ``batch=2`` shown), what arrived, and the fix;
-jaxtyping's own report follows. An error raised by an inner layer is already
-named and passes through outer checked modules unchanged.
+jaxtyping's own report follows. A layer called by a model is named with its
+path too (``Net.fc2 (nn.Linear(3, 4))``, see `_errors.py`). An error raised by
+an inner layer is already named and passes through outer checked modules
+unchanged.
 `set_typechecking(False)` (or ``BLOX_TYPECHECK=0`` or jaxtyping's own
 ``JAXTYPING_DISABLE=1``) turns all checks off.
 """
@@ -22,6 +24,8 @@ from typing import Any, TypeVar
 
 from beartype import beartype
 from jaxtyping import AbstractArray, TypeCheckError, jaxtyped
+
+from ._errors import located
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -117,7 +121,7 @@ def _message(
         summary = _summary(method, module, args, kwargs, text)
     except Exception:  # the error path must never fail itself; fall back to the report
         summary = None
-    head = _describe(module)
+    head = located(module, _describe(module))
     if summary is None:
         return f"{head}: {text}"
     return f"{head}: {summary}\n{text}"

@@ -304,14 +304,15 @@ def test_nested_error_is_named_once_by_the_inner_layer() -> None:
         Outer()(jnp.ones((2, 8)))
     message = str(info.value)
     assert message.startswith(
-        "Linear(in_features=3, out_features=4): expected x to be a float array of shape "
-        "(*batch, 3), got f32[2,8]."
+        "Outer.fc (nn.Linear(in_features=3, out_features=4)): expected x to be a float "
+        "array of shape (*batch, 3), got f32[2,8]."
     )
-    assert "Outer" not in message
+    assert message.count("Outer") == 1  # named by the inner layer, with its path, once
     assert message.count("Linear(in_features=3, out_features=4)") == 1
 
 
 def test_nested_error_through_sequential_and_jit() -> None:
     model = nn.Sequential(nn.Linear(3, 4, seed=0), jax.nn.relu, nn.Linear(3, 4, seed=0))
-    with pytest.raises(TypeCheckError, match=rf"^{LINEAR}: .*\(\*batch, 3\), got f32\[2,4\]"):
+    match = rf"^Sequential\.2 \(nn\.{LINEAR}\): .*\(\*batch, 3\), got f32\[2,4\]"
+    with pytest.raises(TypeCheckError, match=match):
         nn.filter_jit(lambda m, x: m(x))(model, jnp.ones((2, 3)))

@@ -8,7 +8,9 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Integer
 
 from blox import core
+from blox.core.internal import check_ids
 
+from .._errors import located
 from .._typecheck import typecheck
 from ._layout import Name, Normal
 from ._shell import Shell, check_device
@@ -46,8 +48,16 @@ class Embedding(Shell):
         dtype: Storage dtype of `weight`.
         seed: Int or key for this layer's init.
 
+    Ids out of range (where PyTorch raises `IndexError`): concrete ids, in a
+    direct call of this layer outside transforms or a call op by op, outside
+    `[0, num_embeddings)` raise `ValueError`. Traced ids (inside
+    `nn.filter_jit`, `jax.jit`, or a model's own compiled eager call) are not
+    checked: an id in `[-num_embeddings, 0)` counts from the end and any
+    other id out of range gives a NaN row (`blox.core.Embed`'s rule).
+
     Raises:
-        ValueError: On an unsupported option or a `padding_idx` out of range.
+        ValueError: On an unsupported option, a `padding_idx` out of range, or
+            concrete ids out of range.
 
     Example:
         >>> import jax.numpy as jnp
@@ -109,6 +119,18 @@ class Embedding(Shell):
             self.weight = self.weight.at[padding_idx].set(0.0)
         if _freeze:
             self.freeze("weight")
+
+    def __call__(self, input: Any) -> Any:
+        # Concrete ids are checked here, before the compiled call traces them.
+        where = f"nn.Embedding({self.num_embeddings}, {self.embedding_dim})"
+        try:
+            check_ids(where, input, self.num_embeddings)
+        except ValueError as error:  # called by a model (op by op): name its path too
+            raise ValueError(str(error).replace(where, located(self, where), 1)) from None
+        return super().__call__(input)
+
+    __call__._blox_compiled = True  # type: ignore[attr-defined]
+    __call__._blox_dispatcher = Shell.__call__._blox_dispatcher  # type: ignore[attr-defined]
 
     @typecheck
     def forward(

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from blox import core
-from blox.core._bilinear import Bilinear as _CoreBilinear
+from blox.core.internal import Bilinear as _CoreBilinear
 
 from .._typecheck import typecheck
 from ._layout import LinearWeight, Name, Same, Uniform

@@ -4,7 +4,7 @@ Functions here only turn PyTorch's arguments into `blox.core`'s (explicit
 `(low, high)` pads, channels last): `ceil_mode` becomes extra high padding
 that no window average counts, and `count_include_pad=True` pads the input
 with zeros first so that the core's average counts those cells. The numbers
-are `blox.core.max_pool` / `avg_pool` and `blox.core._resize`'s.
+are `blox.core.max_pool` / `avg_pool` and the core's resizing functions.
 """
 
 import math
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from blox import core
-from blox.core import _resize
+from blox.core.internal import resizing
 
 from ._module import Module
 from ._shell import to_first, to_last
@@ -236,7 +236,7 @@ def adaptive_avg_pool1d(input: Array, output_size: Any) -> Array:
         >>> F.adaptive_avg_pool1d(jnp.arange(5.0).reshape(1, 5), 2).tolist()
         [[1.0, 3.0]]
     """
-    return _adaptive(_resize.adaptive_avg_pool, 1, input, output_size)
+    return _adaptive(resizing.adaptive_avg_pool, 1, input, output_size)
 
 
 def adaptive_avg_pool2d(input: Array, output_size: Any) -> Array:
@@ -248,7 +248,7 @@ def adaptive_avg_pool2d(input: Array, output_size: Any) -> Array:
         >>> F.adaptive_avg_pool2d(jnp.ones((1, 2, 5, 7)), (2, None)).shape
         (1, 2, 2, 7)
     """
-    return _adaptive(_resize.adaptive_avg_pool, 2, input, output_size)
+    return _adaptive(resizing.adaptive_avg_pool, 2, input, output_size)
 
 
 def adaptive_avg_pool3d(input: Array, output_size: Any) -> Array:
@@ -260,7 +260,7 @@ def adaptive_avg_pool3d(input: Array, output_size: Any) -> Array:
         >>> F.adaptive_avg_pool3d(jnp.ones((1, 2, 3, 5, 7)), 1).shape
         (1, 2, 1, 1, 1)
     """
-    return _adaptive(_resize.adaptive_avg_pool, 3, input, output_size)
+    return _adaptive(resizing.adaptive_avg_pool, 3, input, output_size)
 
 
 def adaptive_max_pool1d(input: Array, output_size: Any, return_indices: bool = False) -> Array:
@@ -273,7 +273,7 @@ def adaptive_max_pool1d(input: Array, output_size: Any, return_indices: bool = F
         [[2.0, 4.0]]
     """
     _no_indices("adaptive_max_pool1d", return_indices)
-    return _adaptive(_resize.adaptive_max_pool, 1, input, output_size)
+    return _adaptive(resizing.adaptive_max_pool, 1, input, output_size)
 
 
 def adaptive_max_pool2d(input: Array, output_size: Any, return_indices: bool = False) -> Array:
@@ -286,7 +286,7 @@ def adaptive_max_pool2d(input: Array, output_size: Any, return_indices: bool = F
         (1, 2, 3, 3)
     """
     _no_indices("adaptive_max_pool2d", return_indices)
-    return _adaptive(_resize.adaptive_max_pool, 2, input, output_size)
+    return _adaptive(resizing.adaptive_max_pool, 2, input, output_size)
 
 
 def _no_indices(where: str, return_indices: bool) -> None:
@@ -356,7 +356,7 @@ def interpolate(
         sizes = tuple(math.floor(s * f) for s, f in zip(spatial, factors))
         scales = None if recompute_scale_factor else factors
     method = "nearest" if mode == "nearest" else "linear"
-    out = _resize.resize(
+    out = resizing.resize(
         to_last(input, n), sizes, method, align_corners=bool(align_corners), scales=scales
     )
     return to_first(out, n)
@@ -371,7 +371,7 @@ def pixel_shuffle(input: Array, upscale_factor: int) -> Array:
         >>> F.pixel_shuffle(jnp.ones((1, 8, 3, 3)), 2).shape
         (1, 2, 6, 6)
     """
-    return to_first(_resize.pixel_shuffle(to_last(input, 2), upscale_factor), 2)
+    return to_first(resizing.pixel_shuffle(to_last(input, 2), upscale_factor), 2)
 
 
 def pixel_unshuffle(input: Array, downscale_factor: int) -> Array:
@@ -383,7 +383,7 @@ def pixel_unshuffle(input: Array, downscale_factor: int) -> Array:
         >>> F.pixel_unshuffle(jnp.ones((1, 2, 6, 6)), 2).shape
         (1, 8, 3, 3)
     """
-    return to_first(_resize.pixel_unshuffle(to_last(input, 2), downscale_factor), 2)
+    return to_first(resizing.pixel_unshuffle(to_last(input, 2), downscale_factor), 2)
 
 
 class _Functional(Module):
