@@ -6,7 +6,10 @@ dropout 0.5, dense 128, relu, dense 10. BatchNorm momentum is 0.9 (weight of
 the old running statistic) everywhere. Each step updates the running
 statistics and draws a fresh dropout mask, and feeds both into the next step.
 JAX libraries run channels last; Equinox and PyTorch channels first, their
-native layout.
+native layout. BatchNorm runs each library's default formulation: raw JAX
+and blox core the textbook two-pass variance and division, blox eager and
+Flax NNX the one-pass variance with one multiplier per channel, which takes
+about 0.6x the time on a CPU (docs/cnn-performance.md).
 """
 
 from collections.abc import Callable

@@ -301,7 +301,7 @@ CASES = (
     Case(
         "batch_norm_train",
         lambda s: nn.BatchNorm(6, momentum=0.8, seed=s),
-        lambda g, rng: bx.BatchNorm(g, momentum=0.8, rng=rng),
+        lambda g, rng: bx.BatchNorm(g, momentum=0.8, use_fast_variance=True, rng=rng),
         (3, 6),
         {"running_mean": (6,), "running_var": (6,), "scale": (6,), "bias": (6,)},
         call_core=_moded,
@@ -310,7 +310,7 @@ CASES = (
     Case(
         "batch_norm_eval",
         lambda s: nn.BatchNorm(6, epsilon=1e-3, seed=s).eval(),
-        lambda g, rng: bx.BatchNorm(g, epsilon=1e-3, rng=rng),
+        lambda g, rng: bx.BatchNorm(g, epsilon=1e-3, use_fast_variance=True, rng=rng),
         (3, 6),
         {"running_mean": (6,), "running_var": (6,), "scale": (6,), "bias": (6,)},
         call_core=_moded,
@@ -335,7 +335,9 @@ CASES = (
     Case(
         "batch_norm_torch_cumulative",
         lambda s: nn.BatchNorm(6, momentum=None, unbiased_running_var=True, seed=s),
-        lambda g, rng: bx.BatchNorm(g, momentum=None, unbiased_running_var=True, rng=rng),
+        lambda g, rng: bx.BatchNorm(
+            g, momentum=None, unbiased_running_var=True, use_fast_variance=True, rng=rng
+        ),
         (3, 6),
         {
             "running_mean": (6,),
@@ -688,7 +690,7 @@ def test_dropout_draws_a_fresh_mask_per_call_and_none_in_eval() -> None:
 def test_batch_norm_two_training_calls_then_eval_equal_core() -> None:
     bn = nn.BatchNorm(6, momentum=0.7, seed=SEED)
     graph = bx.Graph(ROOT)
-    core = bx.BatchNorm(graph / "layer", momentum=0.7)
+    core = bx.BatchNorm(graph / "layer", momentum=0.7, use_fast_variance=True)
     _, params = core(bx.Params(), _normal((2, 3, 6), 0), is_training=False)
     params = params.locked()
     train = jax.jit(lambda p, x: core(p, x, is_training=True))
