@@ -286,6 +286,12 @@ def init_params(
     cached = CONTEXT.init_programs.get(signature) if signature is not None else None
     if signature is None or cached is _OP_BY_OP or jax.config.jax_disable_jit:
         return create(rng.seed(core.Params(), seed=key))
+    if cached is None or cached is _SAMPLED:
+        params = _sampled(create, rng, key)
+        if params is not None:
+            CONTEXT.init_programs[signature] = _SAMPLED
+            return params
+        cached = None
     if cached is None:
         order: list[tuple[str, ...]] = []
 
@@ -319,5 +325,55 @@ def init_params(
     return core.Params.from_dict({path: params[path] for path in order}, locked=params.is_locked)
 
 
-# CONTEXT.init_programs: signature -> (jitted, creation order) or _OP_BY_OP
+# CONTEXT.init_programs: signature -> (jitted, creation order), _OP_BY_OP or _SAMPLED
 _OP_BY_OP = object()
+_SAMPLED = object()
+
+
+class _NotSampled(Exception):
+    """A parameter the fixed-size sampling programs do not cover."""
+
+
+def _draw(rng: Any, params: Any, init: Any, shape: tuple[int, ...], dtype: Any) -> Any:
+    """Creates one parameter concretely inside `_sampled`'s abstract trace."""
+    from blox.core import _sampling
+
+    with jax.ensure_compile_time_eval():
+        key = None
+        if rng is not None:
+            key, params = rng(params)
+            if isinstance(key, jax.core.Tracer):
+                raise _NotSampled
+        value = _sampling.sample(init, key, shape, dtype)
+    if value is None:
+        raise _NotSampled
+    return value, params
+
+
+def _sampled(create: Callable[[Any], Any], rng: Any, key: jax.Array) -> Any:
+    """`create`'s params with values from `blox.core._sampling`, or `None`.
+
+    `create` runs abstractly (`jax.eval_shape`: its example forward pass is
+    traced, never compiled), while every parameter is drawn and initialised
+    concretely as it is created, from programs compiled once per process (and
+    kept on disk): so a new shape costs no compile. Returns `None` when some
+    parameter is not covered (another initialiser or dtype) or is computed
+    from the forward pass; the caller then compiles `create` as before.
+    """
+    from blox import core
+    from blox.core import _sampling
+
+    seeded = rng.seed(core.Params(), seed=key)
+    made: list[Any] = []
+
+    def run() -> None:
+        with _sampling.planning(_draw):
+            params = create(seeded)
+        if not any(isinstance(p.value, jax.core.Tracer) for p in params.values()):
+            made.append(params)
+
+    try:
+        jax.eval_shape(run)
+    except (_NotSampled, *_UNTRACEABLE):
+        return None
+    return made[0] if made else None
