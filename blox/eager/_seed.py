@@ -55,7 +55,8 @@ def _next_key(seed: Any, where: str) -> jax.Array:
     if seed is None:
         if _stream["key"] is None:
             _stream["key"] = jax.random.key(_stream["seed"])
-        key = jax.random.fold_in(_stream["key"], _stream["count"])
+        # A uint32 count, as the core Rng folds in: one compiled fold_in for both.
+        key = jax.random.fold_in(_stream["key"], np.uint32(_stream["count"]))
         _stream["count"] += 1
         return key
     if _is_int(seed):
@@ -77,6 +78,21 @@ def _next_key(seed: Any, where: str) -> jax.Array:
         f"{where}: expected seed to be an int, a single typed JAX key, raw uint32[2] "
         f"key data or None, got {got}. Fix: pass seed=0 or seed=jax.random.key(0)."
     )
+
+
+def example_zeros(shape: tuple[int, ...], dtype: Any = np.float32) -> jax.Array:
+    """A zero example input for a layer's creating call, made without a compile.
+
+    `jnp.zeros` compiles a small program for every new shape; a layer's
+    example input is new for every configuration, so layers make it here
+    (a host array put on the device) instead.
+
+    Example:
+        >>> from blox.eager._seed import example_zeros
+        >>> example_zeros((1, 3)).shape
+        (1, 3)
+    """
+    return jax.device_put(np.zeros(shape, dtype))
 
 
 def _hashable(value: Any) -> Any:
