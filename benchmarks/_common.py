@@ -185,3 +185,8 @@ def pick(
     return [
         replace(table[name], target=targets.get(name), against=against.get(name)) for name in names
     ]
+
+
+# The build group runs blox eager twice: with its disk cache of sampling
+# programs filled by an earlier process (as every run after the first), and empty.
+BLOX_EAGER_COLD_DISK = "blox eager (no jit, empty disk cache)"

@@ -75,6 +75,86 @@ def cache_dir() -> str | None:
     return value
 
 
+_MASK = 0xFFFFFFFF
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def threefry2x32(k1: int, k2: int, x1: int, x2: int) -> tuple[int, int]:
+    """One threefry-2x32 block (20 rounds) on Python ints, as JAX's `threefry2x32_p`.
+
+    Integer arithmetic modulo 2**32, so exact: key derivation for one key
+    costs microseconds on the host instead of a compiled program.
+
+    Example:
+        >>> import jax, numpy as np
+        >>> from blox.core._sampling import threefry2x32
+        >>> key = jax.random.key(7)
+        >>> k1, k2 = (int(v) for v in np.asarray(jax.random.key_data(key)))
+        >>> folded = np.asarray(jax.random.key_data(jax.random.fold_in(key, 3)))
+        >>> threefry2x32(k1, k2, 0, 3) == tuple(int(v) for v in folded)
+        True
+    """
+    keys = (k1, k2, k1 ^ k2 ^ 0x1BD11BDA)
+    x = [(x1 + keys[0]) & _MASK, (x2 + keys[1]) & _MASK]
+    for block in range(5):
+        for rotation in _ROTATIONS[block % 2]:
+            x[0] = (x[0] + x[1]) & _MASK
+            x[1] = ((x[1] << rotation) | (x[1] >> (32 - rotation))) & _MASK
+            x[1] ^= x[0]
+        x[0] = (x[0] + keys[(block + 1) % 3]) & _MASK
+        x[1] = (x[1] + keys[(block + 2) % 3] + block + 1) & _MASK
+    return x[0], x[1]
+
+
+def _threefry_default() -> bool:
+    return str(jax.config.jax_default_prng_impl) == "threefry2x32" and not jax.config.jax_enable_x64
+
+
+def key_from_int(seed: int) -> jax.Array | None:
+    """`jax.random.key(seed)` without a compile, or `None` where it would differ.
+
+    Covered: JAX's default threefry keys with 64-bit types off (the default),
+    where the key data is `[0, seed mod 2**32]`.
+
+    Example:
+        >>> import jax
+        >>> from blox.core._sampling import key_from_int
+        >>> same = jax.random.key_data(key_from_int(5)) == jax.random.key_data(jax.random.key(5))
+        >>> bool(same.all())
+        True
+    """
+    if not _threefry_default():
+        return None
+    return jax.random.wrap_key_data(np.array([0, seed & _MASK], np.uint32))
+
+
+def fold_in(key: Any, data: int) -> jax.Array | None:
+    """`jax.random.fold_in(key, data)` for a concrete threefry key, without a compile.
+
+    Returns `None` for any other key (a tracer, another implementation).
+
+    Example:
+        >>> import jax
+        >>> from blox.core._sampling import fold_in
+        >>> key = jax.random.key(0)
+        >>> bool((jax.random.key_data(fold_in(key, 9))
+        ...       == jax.random.key_data(jax.random.fold_in(key, 9))).all())
+        True
+    """
+    if not _threefry_key(key) or not 0 <= data <= _MASK:
+        return None
+    k1, k2 = (int(v) for v in np.asarray(jax.random.key_data(key)))
+    return jax.random.wrap_key_data(np.array(threefry2x32(k1, k2, 0, data), np.uint32))
+
+
+def _threefry_key(key: Any) -> bool:
+    if not isinstance(key, jax.Array) or isinstance(key, jax.core.Tracer):
+        return False
+    if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) or key.shape != ():
+        return False
+    return str(jax.random.key_impl(key)) == "threefry2x32"
+
+
 def _offset_impl() -> Any:
     """A PRNG implementation whose key is threefry's key plus a 64-bit element offset."""
     if _impl:
@@ -209,11 +289,7 @@ def sample(init: Any, key: Any, shape: tuple[int, ...], dtype: Any) -> jax.Array
     size = math.prod(shape)
     if not jax.config.jax_threefry_partitionable or not 0 < size < 2**32 - CHUNK:
         return None
-    if not isinstance(key, jax.Array) or isinstance(key, jax.core.Tracer):
-        return None
-    if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) or key.shape != ():
-        return None
-    if str(jax.random.key_impl(key)) != "threefry2x32":
+    if not _threefry_key(key):
         return None
     try:
         denominator = _fans(init, shape)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from blox.core import _checks
+from blox.core import _checks, _sampling
 
 from ._context import CONTEXT, INIT_LIMIT
 from ._dispatch import _UNTRACEABLE
@@ -51,19 +51,26 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
 
 
+def _key(seed: int) -> jax.Array:
+    # Without a compile where the host computes the same key (see core._sampling).
+    key = _sampling.key_from_int(seed)
+    return jax.random.key(seed) if key is None else key
+
+
 def _next_key(seed: Any, where: str) -> jax.Array:
     if seed is None:
         if _stream["key"] is None:
-            _stream["key"] = jax.random.key(_stream["seed"])
-        # A uint32 count, as the core Rng folds in: one compiled fold_in for both.
-        key = jax.random.fold_in(_stream["key"], np.uint32(_stream["count"]))
+            _stream["key"] = _key(_stream["seed"])
+        key = _sampling.fold_in(_stream["key"], _stream["count"])
+        if key is None:
+            key = jax.random.fold_in(_stream["key"], _stream["count"])
         _stream["count"] += 1
         return key
     if _is_int(seed):
         # Any size: reduced modulo 2**64 into the int64 range jax.random.key takes
         # (so seeds that differ by a multiple of 2**64 give the same stream).
         value = int(seed) % 2**64
-        return jax.random.key(value - 2**64 if value >= 2**63 else value)
+        return _key(value - 2**64 if value >= 2**63 else value)
     if isinstance(seed, jax.Array | np.ndarray):
         if jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key):
             if seed.shape == ():
@@ -352,14 +359,18 @@ class _NotSampled(Exception):
 
 def _draw(rng: Any, params: Any, init: Any, shape: tuple[int, ...], dtype: Any) -> Any:
     """Creates one parameter concretely inside `_sampled`'s abstract trace."""
-    from blox.core import _sampling
-
     with jax.ensure_compile_time_eval():
         key = None
         if rng is not None:
-            key, params = rng(params)
-            if isinstance(key, jax.core.Tracer):
+            # Rng.__call__ on the host: fold_in(seed, counter), counter + 1.
+            count = rng.get_counter(params)
+            if isinstance(count, jax.core.Tracer):
                 raise _NotSampled
+            count = int(count)
+            key = _sampling.fold_in(rng.get_seed(params), count)
+            if key is None:
+                raise _NotSampled
+            params = rng.seed(params, counter=np.uint32((count + 1) % 2**32))
         value = _sampling.sample(init, key, shape, dtype)
     if value is None:
         raise _NotSampled
@@ -377,9 +388,8 @@ def _sampled(create: Callable[[Any], Any], rng: Any, key: jax.Array) -> Any:
     from the forward pass; the caller then compiles `create` as before.
     """
     from blox import core
-    from blox.core import _sampling
 
-    seeded = rng.seed(core.Params(), seed=key)
+    seeded = rng.seed(core.Params(), seed=key, counter=np.uint32(0))
     made: list[Any] = []
 
     def run() -> None:
