@@ -143,8 +143,19 @@ def fold_in(key: Any, data: int) -> jax.Array | None:
     """
     if not _threefry_key(key) or not 0 <= data <= _MASK:
         return None
-    k1, k2 = (int(v) for v in np.asarray(jax.random.key_data(key)))
+    k1, k2 = _key_words(key)
     return jax.random.wrap_key_data(np.array(threefry2x32(k1, k2, 0, data), np.uint32))
+
+
+def _key_words(key: jax.Array) -> tuple[int, int]:
+    """A concrete threefry key's two uint32 words."""
+    # `key_data` works out the key's sharding each call (milliseconds); the
+    # typed key array keeps its data as `_base_array`.
+    data = getattr(key, "_base_array", None)
+    if data is None:
+        data = jax.random.key_data(key)
+    k1, k2 = (int(v) for v in np.asarray(data))
+    return k1, k2
 
 
 def _threefry_key(key: Any) -> bool:
@@ -304,7 +315,7 @@ def sample(init: Any, key: Any, shape: tuple[int, ...], dtype: Any) -> jax.Array
     else:
         scale = np.sqrt(np.float32(3) * variance)
     program = _program(init.distribution)
-    k1, k2 = np.asarray(jax.random.key_data(key), np.uint32)
+    k1, k2 = _key_words(key)
     out = np.empty(size, np.float32)
     for start in range(0, size, CHUNK):
         data = np.array([k1, k2, 0, start], np.uint32)
