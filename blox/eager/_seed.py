@@ -400,6 +400,8 @@ def _sampled(create: Callable[[Any], Any], rng: Any, key: jax.Array) -> Any:
 
     try:
         jax.eval_shape(run)
-    except (_NotSampled, *_UNTRACEABLE):
+    except Exception:
+        # Not covered (_NotSampled), or the creating call cannot run abstractly;
+        # a real error in it is raised again, as before, by the compiled path.
         return None
     return made[0] if made else None
