@@ -206,3 +206,8 @@ def reused(contenders: list[Contender], programs: dict[str, Program]) -> list[Co
         return replace(contender, build=build)
 
     return [keep(contender) for contender in contenders]
+
+
+# The build group runs blox eager twice: with its disk cache of sampling
+# programs filled by an earlier process (as every run after the first), and empty.
+BLOX_EAGER_COLD_DISK = "blox eager (no jit, empty disk cache)"

@@ -1,48 +1,143 @@
-"""Building a model: the time from nothing to initialised parameters, from cold.
+"""Building a model, and its first call and training step, each in a fresh process.
 
-The compute group's MLP (784-1024-1024-1024-10). Each timed call constructs
-the model afresh in every library's own way (raw JAX: `jax.random.normal` per
-kernel; blox core: the creating call; blox eager, Equinox, Flax NNX, PyTorch:
-their constructors) and waits for its arrays. `jax.clear_caches()` runs
-(untimed) before each, so every JAX contender compiles its random samplers
-again, as in a fresh process. No target: it is shown because a PyTorch user
-notices it, and JAX's persistent compilation cache removes most of it on
-later runs (see docs/state-threading.md).
+Every timed event runs in a new Python process (see `_fresh.py`), after its
+imports and untimed setup: nothing compiled earlier in the run can help it,
+as when a user starts a script. Three models are constructed in every
+library's own way (raw JAX: `jax.random.normal` per kernel; blox core: the
+creating call; blox eager, Equinox, Flax NNX, PyTorch: their constructors):
+the compute group's MLP (784-1024x3-10), a CNN of 10 differently shaped 3x3
+convolutions each with a BatchNorm, and 24 layers of 512x512. Then, on the
+MLP, the first jitted forward and the first Adam step (trace, compile, run).
+
+blox eager makes initial values with a few fixed-size sampling programs that
+it keeps on disk (`$BLOX_CACHE_DIR`, see docs/state-threading.md): its main
+row finds them there, as every run but a machine's first does; the "empty
+disk cache" row starts from an empty folder each time, and so compiles them.
+No other library keeps anything on disk here (JAX's own persistent cache is
+off by default). Targets: blox eager's construction at most 0.25x
+Equinox's, paired within each round; blox's first call and step at most
+1.10x raw `jax.jit`'s.
 """
 
-from dataclasses import replace
-
-import jax
+import shutil
+import statistics
+import sys
+import tempfile
 
 from . import _common as c
 from ._common import Result, Settings
-from ._mlp import BUILD
-from ._rows import timed_row
-from .compute import MLP
+from ._fresh import measure
+from ._timing import paired_ratio
 
 GROUP = "build"
-NAMES = [c.RAW, c.BLOX_EAGER, c.BLOX_CORE, c.EQX, c.NNX, c.TORCH]
-# The contender names say how each library runs its steps; here they build.
+BUILD_NAMES = [c.RAW, c.BLOX_EAGER, c.BLOX_EAGER_COLD_DISK, c.BLOX_CORE, c.EQX, c.NNX, c.TORCH]
+FIRST_NAMES = [c.RAW, c.BLOX_FILTER_JIT, c.BLOX_CORE, c.EQX, c.NNX]
+BUILD_TARGETS = {c.BLOX_EAGER: 0.25, c.BLOX_EAGER_COLD_DISK: 0.25}
+FIRST_TARGETS = {c.BLOX_FILTER_JIT: 1.10, c.BLOX_CORE: 1.10}
 NOTES = {
     c.RAW: "jax.random.normal per kernel, op by op",
-    c.BLOX_EAGER: "nn.Linear constructors: one compiled initialiser per configuration",
+    c.BLOX_EAGER: "constructors; sampling programs loaded from the disk cache",
+    c.BLOX_EAGER_COLD_DISK: "constructors; sampling programs compiled (empty cache)",
     c.BLOX_CORE: "the creating call, op by op",
-    c.EQX: "eqx.nn.MLP constructor",
-    c.NNX: "nnx.Linear constructors",
-    c.TORCH: "torch.nn.Linear constructors",
+    c.EQX: "constructors",
+    c.NNX: "constructors",
+    c.TORCH: "constructors",
 }
+REQUIRES = {c.NNX: ("flax",), c.TORCH: ("torch",)}
+
+ROWS = [
+    ("build/mlp", "MLP 784-1024x3-10: build the model (fresh process)", BUILD_NAMES),
+    ("build/cnn", "CNN, 10 convs + BatchNorms: build the model (fresh process)", BUILD_NAMES),
+    ("build/deep", "MLP, 24 layers of 512x512: build the model (fresh process)", BUILD_NAMES),
+    ("call/mlp", "MLP 784-1024x3-10: first jitted forward (fresh process)", FIRST_NAMES),
+    ("step/mlp", "MLP 784-1024x3-10: first Adam step (fresh process)", FIRST_NAMES),
+]
+
+
+def _timed(case: str, name: str, warm: str) -> float:
+    """One fresh-process measurement; the empty-cache row gets a new empty folder."""
+    if name != c.BLOX_EAGER_COLD_DISK:
+        return measure(case, name, {"BLOX_CACHE_DIR": warm})
+    with tempfile.TemporaryDirectory(prefix="blox-cold-") as empty:
+        return measure(case, name, {"BLOX_CACHE_DIR": empty})
+
+
+def _quartiles(samples: list[float]) -> tuple[float, float]:
+    if len(samples) < 2:
+        return samples[0], samples[0]
+    low, _, high = statistics.quantiles(samples, n=4, method="inclusive")
+    return low, high
 
 
 def run(settings: Settings) -> list[Result]:
-    """Times one cold build of the MLP per contender and round."""
-    row = "MLP 784-1024x3-10: build the model (cold caches)"
-    return timed_row(
-        GROUP,
-        row,
-        MLP,
-        [replace(x, note=NOTES[x.name]) for x in c.pick(BUILD, NAMES)],
-        settings,
-        unit="ms",
-        cold=True,
-        before_each=jax.clear_caches,
-    )
+    """Times every row's cold event per contender, interleaved over rounds."""
+    rounds = 1 if settings.quick else 3
+    warm = tempfile.mkdtemp(prefix="blox-warm-")
+    samples: dict[tuple[str, str], list[float]] = {}
+    failed: dict[tuple[str, str], str] = {}
+    print(f"[benchmarks] {GROUP}: filling the disk cache in {warm}", file=sys.stderr)
+    try:
+        measure("build/cnn", c.BLOX_EAGER, {"BLOX_CACHE_DIR": warm})
+    except RuntimeError as error:
+        print(f"[benchmarks] {GROUP}: warming failed: {error}", file=sys.stderr)
+    for index in range(rounds):
+        for case, row, names in ROWS:
+            print(f"[benchmarks] {GROUP} / {row}: round {index + 1}", file=sys.stderr)
+            for name in names:
+                key = (case, name)
+                if key in failed or c.missing(REQUIRES.get(name, ())) is not None:
+                    continue
+                try:
+                    samples.setdefault(key, []).append(_timed(case, name, warm))
+                except RuntimeError as error:
+                    print(f"[benchmarks] {GROUP} / {row} / {name} failed: {error}", file=sys.stderr)
+                    failed[key] = str(error)[:160]
+    shutil.rmtree(warm, ignore_errors=True)
+    return [
+        result for case, row, names in ROWS for result in _row(case, row, names, samples, failed)
+    ]
+
+
+def _row(
+    case: str,
+    row: str,
+    names: list[str],
+    samples: dict[tuple[str, str], list[float]],
+    failed: dict[tuple[str, str], str],
+) -> list[Result]:
+    building = case.startswith("build/")
+    targets = BUILD_TARGETS if building else FIRST_TARGETS
+    base = samples.get((case, c.RAW))
+    results = []
+    for name in names:
+        against = (c.EQX if building else c.RAW) if name in targets else None
+        result = Result(
+            GROUP,
+            row,
+            name,
+            "ms",
+            baseline=name == c.RAW,
+            target=targets.get(name),
+            against=against,
+            note=NOTES.get(name, "") if building else "",
+        )
+        absent = c.missing(REQUIRES.get(name, ()))
+        if absent is not None:
+            result.note = f"skipped: {absent} not installed"
+        elif (case, name) in failed:
+            result.note, result.error = failed[(case, name)], True
+        mine = samples.get((case, name))
+        if mine and (case, name) not in failed:
+            low, high = _quartiles(mine)
+            result.value = statistics.median(mine) * 1e3
+            result.low, result.high = low * 1e3, high * 1e3
+            result.extra = {"rounds": len(mine), "inner": 1}
+            if base is not None and len(base) == len(mine):
+                paired = paired_ratio(tuple(mine), tuple(base))
+                result.ratio, result.ratio_low, result.ratio_high = paired[:3]
+            other = samples.get((case, against)) if against else None
+            if other is not None and len(other) == len(mine):
+                median, low, high, *_ = paired_ratio(tuple(mine), tuple(other))
+                result.target_ratio = (median, low, high)
+        results.append(result)
+    return results

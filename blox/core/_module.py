@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from . import _sampling
 from ._graph import Graph, Path
 from ._params import Param, Params
 
@@ -204,7 +205,10 @@ class Module:
                 "parameters in a first call, or call params.unlocked() to add "
                 "new ones on purpose."
             )
-        if rng is not None:
+        if _sampling.PLANNER:
+            # Eager construction: the planner draws and initialises concretely.
+            value, params = _sampling.PLANNER[-1](rng, params, init, tuple(shape), dtype)
+        elif rng is not None:
             key, params = rng(params)
             value = init(key, tuple(shape), dtype)
         else:

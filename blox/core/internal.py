@@ -5,7 +5,7 @@ that are no part of the core's public surface: the constructor argument checks
 (so eager and core layers raise the same errors), the checkpoint file format
 (so `nn.save` writes what `bx.save_params` reads), the sharding resolution (so
 `nn.shard` places a model as `bx.shard` does), the byte formatting of the
-displays, the check of concrete embedding ids, and two families (`Bilinear`, resizing) that only the PyTorch facade
+displays, the check of concrete embedding ids, the shape-independent sampling of initial values, and two families (`Bilinear`, resizing) that only the PyTorch facade
 exposes so far. Those are re-exported here under plain names, and this is the
 one module the eager package imports them from: no file of `blox.eager`
 reaches into a private `blox.core._x` module, and a test
@@ -21,6 +21,7 @@ Example:
 
 from . import _checks as checks
 from . import _resize as resizing
+from . import _sampling as sampling
 from ._bilinear import Bilinear as Bilinear
 from ._checkpoint import _base_metadata as base_metadata
 from ._checkpoint import _decode as decode
@@ -52,6 +53,7 @@ __all__ = [
     "place",
     "read",
     "resizing",
+    "sampling",
     "shape_dtype",
     "sharding_of",
     "step_text",

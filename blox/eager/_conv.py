@@ -10,14 +10,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
 from blox import core
 
 from ._core_module import CoreModule
-from ._seed import build_core, check_groups, check_sizes, init_params
+from ._seed import build_core, check_groups, check_sizes, example_zeros, init_params
 from ._typecheck import typecheck
 
 
@@ -66,7 +65,7 @@ class _ConvLayer(CoreModule):
             shape = (batch, in_channels, *spatial)
         else:
             shape = (batch, *spatial, in_channels)
-        x = jnp.zeros(shape, jnp.float32)
+        x = example_zeros(shape)
         params = init_params(where, rng, seed, lambda p: layer(p, x)[1], signature=(layer, x.shape))
         self.adopt_core(layer, params, keep=lambda path: path[1] != "rng")
 

@@ -10,7 +10,7 @@ from blox import core
 
 from ._core_module import CoreModule
 from ._module import Module
-from ._seed import build_core, check_sizes, init_params
+from ._seed import build_core, check_sizes, example_zeros, init_params
 from ._typecheck import typecheck
 
 
@@ -85,7 +85,7 @@ def _example(sizes: dict[int, int]) -> jax.Array:
     shape = [1] * rank
     for axis, size in sizes.items():
         shape[axis] = size
-    return jnp.zeros(tuple(shape), jnp.float32)
+    return example_zeros(tuple(shape))
 
 
 class _Built(CoreModule):
@@ -187,7 +187,7 @@ class Einsum(_Built):
             )
         lhs, rhs = operands
         sizes = dict(zip(rhs, self.shape, strict=False))
-        x = jnp.zeros(tuple(sizes.get(c, 1) for c in lhs.replace("...", "")), jnp.float32)
+        x = example_zeros(tuple(sizes.get(c, 1) for c in lhs.replace("...", "")))
         self._build(where, core.Einsum, (self.shape, einsum_str), options, x, seed)
 
     @typecheck
@@ -218,7 +218,7 @@ class Bias(_Built):
         self.in_features = in_features
         where = f"nn.{type(self).__name__}({in_features!r})"
         sizes = (in_features,) if isinstance(in_features, int) else tuple(in_features)
-        x = jnp.zeros(tuple(1 if s is None else s for s in sizes), jnp.float32)
+        x = example_zeros(tuple(1 if s is None else s for s in sizes))
         self._build(where, self._cls, (in_features,), options, x, seed)
 
     @typecheck

@@ -2,13 +2,12 @@
 
 from typing import Any
 
-import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from blox import core
 
 from ._core_module import CoreModule
-from ._seed import build_core, check_sizes, init_params
+from ._seed import build_core, check_sizes, example_zeros, init_params
 from ._typecheck import typecheck
 
 
@@ -31,7 +30,7 @@ class _NormLayer(CoreModule):
             # fails; a twin without `axis_name` creates the very same parameters.
             local = {**options, "axis_name": None, "axis_index_groups": None}
             init_layer, rng = build_core(where, self._core_cls, (), local)
-        x = jnp.zeros((1, features), jnp.float32)
+        x = example_zeros((1, features))
         kwargs = {"is_training": False} if self._core_cls is core.BatchNorm else {}
         params = init_params(
             where,

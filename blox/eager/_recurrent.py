@@ -10,7 +10,7 @@ from blox import core
 from blox.core import GRUState, LSTMState
 
 from ._core_module import CoreModule
-from ._seed import build_core, check_sizes, init_params
+from ._seed import build_core, check_sizes, example_zeros, init_params
 from ._typecheck import typecheck
 
 __all__ = [
@@ -69,7 +69,7 @@ class _Recurrent(CoreModule):
             layer, rng = build_core(
                 where, self._core_cls, (hidden_size,), {**(_cell_extra or {}), **options}
             )
-        x = jnp.zeros((1, input_size), jnp.float32)
+        x = example_zeros((1, input_size))
 
         def create(params: Any) -> Any:
             if self._stacked:

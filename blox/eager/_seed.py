@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from blox.core.internal import checks
+from blox.core.internal import checks, sampling
 
 from ._context import CONTEXT, INIT_LIMIT
 from ._dispatch import _UNTRACEABLE
@@ -51,18 +51,26 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
 
 
+def _key(seed: int) -> jax.Array:
+    # Without a compile where the host computes the same key (see core._sampling).
+    key = sampling.key_from_int(seed)
+    return jax.random.key(seed) if key is None else key
+
+
 def _next_key(seed: Any, where: str) -> jax.Array:
     if seed is None:
         if _stream["key"] is None:
-            _stream["key"] = jax.random.key(_stream["seed"])
-        key = jax.random.fold_in(_stream["key"], _stream["count"])
+            _stream["key"] = _key(_stream["seed"])
+        key = sampling.fold_in(_stream["key"], _stream["count"])
+        if key is None:
+            key = jax.random.fold_in(_stream["key"], _stream["count"])
         _stream["count"] += 1
         return key
     if _is_int(seed):
         # Any size: reduced modulo 2**64 into the int64 range jax.random.key takes
         # (so seeds that differ by a multiple of 2**64 give the same stream).
         value = int(seed) % 2**64
-        return jax.random.key(value - 2**64 if value >= 2**63 else value)
+        return _key(value - 2**64 if value >= 2**63 else value)
     if isinstance(seed, jax.Array | np.ndarray):
         if jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key):
             if seed.shape == ():
@@ -77,6 +85,21 @@ def _next_key(seed: Any, where: str) -> jax.Array:
         f"{where}: expected seed to be an int, a single typed JAX key, raw uint32[2] "
         f"key data or None, got {got}. Fix: pass seed=0 or seed=jax.random.key(0)."
     )
+
+
+def example_zeros(shape: tuple[int, ...], dtype: Any = np.float32) -> jax.Array:
+    """A zero example input for a layer's creating call, made without a compile.
+
+    `jnp.zeros` compiles a small program for every new shape; a layer's
+    example input is new for every configuration, so layers make it here
+    (a host array put on the device) instead.
+
+    Example:
+        >>> from blox.eager._seed import example_zeros
+        >>> example_zeros((1, 3)).shape
+        (1, 3)
+    """
+    return jax.device_put(np.zeros(shape, dtype))
 
 
 def _hashable(value: Any) -> Any:
@@ -286,6 +309,12 @@ def init_params(
     cached = CONTEXT.init_programs.get(signature) if signature is not None else None
     if signature is None or cached is _OP_BY_OP or jax.config.jax_disable_jit:
         return create(rng.seed(core.Params(), seed=key))
+    if cached is None or cached is _SAMPLED:
+        params = _sampled(create, rng, key)
+        if params is not None:
+            CONTEXT.init_programs[signature] = _SAMPLED
+            return params
+        cached = None
     if cached is None:
         order: list[tuple[str, ...]] = []
 
@@ -319,5 +348,60 @@ def init_params(
     return core.Params.from_dict({path: params[path] for path in order}, locked=params.is_locked)
 
 
-# CONTEXT.init_programs: signature -> (jitted, creation order) or _OP_BY_OP
+# CONTEXT.init_programs: signature -> (jitted, creation order), _OP_BY_OP or _SAMPLED
 _OP_BY_OP = object()
+_SAMPLED = object()
+
+
+class _NotSampled(Exception):
+    """A parameter the fixed-size sampling programs do not cover."""
+
+
+def _draw(rng: Any, params: Any, init: Any, shape: tuple[int, ...], dtype: Any) -> Any:
+    """Creates one parameter concretely inside `_sampled`'s abstract trace."""
+    with jax.ensure_compile_time_eval():
+        key = None
+        if rng is not None:
+            # Rng.__call__ on the host: fold_in(seed, counter), counter + 1.
+            count = rng.get_counter(params)
+            if isinstance(count, jax.core.Tracer):
+                raise _NotSampled
+            count = int(count)
+            key = sampling.fold_in(rng.get_seed(params), count)
+            if key is None:
+                raise _NotSampled
+            params = rng.seed(params, counter=np.uint32((count + 1) % 2**32))
+        value = sampling.sample(init, key, shape, dtype)
+    if value is None:
+        raise _NotSampled
+    return value, params
+
+
+def _sampled(create: Callable[[Any], Any], rng: Any, key: jax.Array) -> Any:
+    """`create`'s params with values from `blox.core._sampling`, or `None`.
+
+    `create` runs abstractly (`jax.eval_shape`: its example forward pass is
+    traced, never compiled), while every parameter is drawn and initialised
+    concretely as it is created, from programs compiled once per process (and
+    kept on disk): so a new shape costs no compile. Returns `None` when some
+    parameter is not covered (another initialiser or dtype) or is computed
+    from the forward pass; the caller then compiles `create` as before.
+    """
+    from blox import core
+
+    seeded = rng.seed(core.Params(), seed=key, counter=np.uint32(0))
+    made: list[Any] = []
+
+    def run() -> None:
+        with sampling.planning(_draw):
+            params = create(seeded)
+        if not any(isinstance(p.value, jax.core.Tracer) for p in params.values()):
+            made.append(params)
+
+    try:
+        jax.eval_shape(run)
+    except Exception:
+        # Not covered (_NotSampled), or the creating call cannot run abstractly;
+        # a real error in it is raised again, as before, by the compiled path.
+        return None
+    return made[0] if made else None

@@ -1,0 +1,178 @@
+"""Timing one cold event in a fresh Python process: a model's construction, a first call.
+
+`measure(case, contender, env)` starts `python -m benchmarks._fresh CASE
+CONTENDER` with a time limit; the child imports what the contender needs
+(untimed), then times one event from nothing to ready arrays and prints the
+seconds as its last line. A fresh process is the only honest cold start: JAX
+keeps compiled programs (and the random samplers behind every initialiser)
+for the life of the process, and `jax.clear_caches()` does not reach all of
+them.
+
+Cases: `build/<model>` constructs a model (`mlp`, `cnn`, `deep`);
+`call/mlp` and `step/mlp` build untimed, then time the first jitted forward
+or training step (trace, compile, run).
+"""
+
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from itertools import pairwise
+from typing import Any
+
+from . import _common as c
+
+LIMIT_S = 300  # one child: imports plus one event, under load
+
+# The 10 convolutions: 3x3, channels growing 3 -> 96, each followed by a BatchNorm.
+CNN_CHANNELS = (3, 16, 24, 32, 40, 48, 56, 64, 72, 80, 96)
+
+
+def measure(case: str, contender: str, env: dict[str, str] | None = None) -> float:
+    """Seconds of one cold `case` for `contender`, timed in a fresh process.
+
+    Raises:
+        RuntimeError: If the child fails or runs past `LIMIT_S`.
+    """
+    command = [sys.executable, "-m", "benchmarks._fresh", case, contender]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        done = subprocess.run(
+            command,
+            cwd=root,
+            env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=LIMIT_S,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise RuntimeError(f"{case} / {contender}: ran past {LIMIT_S} s") from error
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"{case} / {contender}: child failed: {tail[0][:200]}")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+# -- the CNN in each library (the MLPs come from _mlp) ------------------------------------------
+
+
+def _cnn_raw() -> Any:
+    import jax
+    import jax.numpy as jnp
+
+    keys = jax.random.split(jax.random.key(0), len(CNN_CHANNELS) - 1)
+    params = []
+    for key, (a, b) in zip(keys, pairwise(CNN_CHANNELS), strict=True):
+        kernel = jax.random.normal(key, (3, 3, a, b)) / math.sqrt(9 * a)
+        params.append((kernel, jnp.zeros((b,)), jnp.ones((b,)), jnp.zeros((b,))))
+    return params
+
+
+def _cnn_blox_eager() -> Any:
+    from blox import eager as nn
+
+    layers: list[Any] = []
+    for i, (a, b) in enumerate(pairwise(CNN_CHANNELS)):
+        layers += [nn.Conv(a, b, (3, 3), seed=i), nn.BatchNorm(b)]
+    return nn.Sequential(*layers)
+
+
+def _cnn_blox_core() -> Any:
+    import jax.numpy as jnp
+
+    import blox as bx
+
+    graph = bx.Graph("cnn")
+    rng = bx.Rng(graph / "rng")
+    layers: list[Any] = []
+    for i, b in enumerate(CNN_CHANNELS[1:]):
+        layers.append(bx.Conv(graph / f"conv{i}", (3, 3), b, rng=rng))
+        layers.append(bx.BatchNorm(graph / f"bn{i}"))
+    params = rng.seed(bx.Params(), seed=0)
+    x = jnp.zeros((1, 8, 8, CNN_CHANNELS[0]))
+    for layer in layers:
+        x, params = layer(params, x)
+    return params
+
+
+def _cnn_eqx() -> Any:
+    import equinox as eqx
+    import jax
+
+    keys = jax.random.split(jax.random.key(0), len(CNN_CHANNELS) - 1)
+    layers: list[Any] = []
+    for key, (a, b) in zip(keys, pairwise(CNN_CHANNELS), strict=True):
+        layers += [eqx.nn.Conv2d(a, b, 3, padding=1, key=key), eqx.nn.BatchNorm(b, "batch")]
+    return eqx.nn.make_with_state(eqx.nn.Sequential)(layers)
+
+
+def _cnn_nnx() -> Any:
+    from flax import nnx
+
+    rngs = nnx.Rngs(0)
+    layers: list[Any] = []
+    for a, b in pairwise(CNN_CHANNELS):
+        layers += [nnx.Conv(a, b, (3, 3), rngs=rngs), nnx.BatchNorm(b, rngs=rngs)]
+    return nnx.Sequential(*layers)
+
+
+def _cnn_torch() -> Any:
+    import torch
+
+    torch.manual_seed(0)
+    layers: list[Any] = []
+    for a, b in pairwise(CNN_CHANNELS):
+        layers += [torch.nn.Conv2d(a, b, 3, padding=1), torch.nn.BatchNorm2d(b)]
+    return list(torch.nn.Sequential(*layers).parameters())
+
+
+CNN = {
+    c.RAW: _cnn_raw,
+    c.BLOX_EAGER: _cnn_blox_eager,
+    c.BLOX_CORE: _cnn_blox_core,
+    c.EQX: _cnn_eqx,
+    c.NNX: _cnn_nnx,
+    c.TORCH: _cnn_torch,
+}
+
+
+def _event(case: str, contender: str) -> Callable[[], Any]:
+    """The untimed setup for `case`; returns the event to time."""
+    from . import _mlp
+    from .compute import MLP
+
+    deep = _mlp.MLPSpec(in_size=512, width=512, hidden=23, out_size=512, batch=32)
+    kind, model = case.split("/")
+    if contender == c.BLOX_EAGER_COLD_DISK:
+        contender = c.BLOX_EAGER  # the same constructors; only the cache folder differs
+    if kind == "build" and model == "cnn":
+        return CNN[contender]
+    if kind == "build":
+        spec = {"mlp": MLP, "deep": deep}[model]
+        return _mlp.BUILD[contender].build(spec)().step
+    table = {"call": _mlp.FORWARD, "step": _mlp.STEP}[kind]
+    make = table[contender].build(MLP)
+    return lambda: make().step()
+
+
+def _ready(out: Any) -> None:
+    import jax
+
+    leaves = [x for x in jax.tree.leaves(out) if isinstance(x, jax.Array)]
+    jax.block_until_ready(leaves)
+
+
+def main(case: str, contender: str) -> None:
+    import jax
+
+    jax.devices()  # the backend starts untimed: every contender's event finds it up
+    event = _event(case, contender)
+    start = time.perf_counter()
+    _ready(event())
+    print(f"{time.perf_counter() - start:.6f}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])

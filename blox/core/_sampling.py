@@ -1,0 +1,324 @@
+"""Initial values without a compile per shape: fixed-size sampling programs.
+
+JAX's default random bits (threefry, `jax_threefry_partitionable`, the
+default since 0.5) give element `i` of any draw the bits
+`threefry(key, i)`, whatever the shape: so the values of a flat draw of
+`n` elements are the first `n` of a longer one, and a `(784, 1024)` kernel
+is the flat draw reshaped. `sample` uses that to make the initial values of
+the common initialisers (`VarianceScaling`, hence lecun normal, and `zeros`
+and `ones`) from a few programs of one fixed chunk size, each compiled once
+per process, instead of one program per parameter shape. Values are bit for
+bit those of the compiled initialiser (tests/core/test_sampling.py checks a
+spread of shapes, scales, modes and distributions).
+
+The compiled programs are also kept on disk (serialised executables, about
+100 KiB each), so a new process loads them instead of compiling: under
+`$BLOX_CACHE_DIR`, default `~/.cache/blox`; set `BLOX_CACHE_DIR=off` to
+neither read nor write. Only these sampling programs are stored there; JAX's
+own persistent compilation cache is untouched.
+"""
+
+import contextlib
+import math
+import os
+import pickle
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._initializers import VarianceScaling
+
+CHUNK = 1 << 16
+"""Elements per call of a sampling program."""
+
+_VERSION = 1  # bump when the programs change, so stale cache files are ignored
+_programs: dict[str, Any] = {}
+_impl: list[Any] = []
+
+# While `planning(hook)` runs, `Module.get_param` creates parameters through
+# `hook(rng, params, init, shape, dtype)` instead of drawing and initialising.
+PLANNER: list[Callable[..., Any]] = []
+
+
+@contextlib.contextmanager
+def planning(hook: Callable[..., Any]) -> Iterator[None]:
+    """Routes parameter creation in `Module.get_param` through `hook` (internal)."""
+    PLANNER.append(hook)
+    try:
+        yield
+    finally:
+        PLANNER.pop()
+
+
+def cache_dir() -> str | None:
+    """Where the compiled sampling programs are kept, or `None` when switched off.
+
+    `$BLOX_CACHE_DIR` if set (``off``, ``0``, ``none`` or empty switch it off),
+    otherwise ``~/.cache/blox``.
+
+    Example:
+        >>> import os
+        >>> from blox.core._sampling import cache_dir
+        >>> os.environ['BLOX_CACHE_DIR'] = 'off'
+        >>> cache_dir() is None
+        True
+        >>> del os.environ['BLOX_CACHE_DIR']
+    """
+    value = os.environ.get("BLOX_CACHE_DIR")
+    if value is None:
+        return os.path.join(os.path.expanduser("~"), ".cache", "blox")
+    if value.strip().lower() in ("", "0", "off", "none", "false"):
+        return None
+    return value
+
+
+_MASK = 0xFFFFFFFF
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def threefry2x32(k1: int, k2: int, x1: int, x2: int) -> tuple[int, int]:
+    """One threefry-2x32 block (20 rounds) on Python ints, as JAX's `threefry2x32_p`.
+
+    Integer arithmetic modulo 2**32, so exact: key derivation for one key
+    costs microseconds on the host instead of a compiled program.
+
+    Example:
+        >>> import jax, numpy as np
+        >>> from blox.core._sampling import threefry2x32
+        >>> key = jax.random.key(7)
+        >>> k1, k2 = (int(v) for v in np.asarray(jax.random.key_data(key)))
+        >>> folded = np.asarray(jax.random.key_data(jax.random.fold_in(key, 3)))
+        >>> threefry2x32(k1, k2, 0, 3) == tuple(int(v) for v in folded)
+        True
+    """
+    keys = (k1, k2, k1 ^ k2 ^ 0x1BD11BDA)
+    x = [(x1 + keys[0]) & _MASK, (x2 + keys[1]) & _MASK]
+    for block in range(5):
+        for rotation in _ROTATIONS[block % 2]:
+            x[0] = (x[0] + x[1]) & _MASK
+            x[1] = ((x[1] << rotation) | (x[1] >> (32 - rotation))) & _MASK
+            x[1] ^= x[0]
+        x[0] = (x[0] + keys[(block + 1) % 3]) & _MASK
+        x[1] = (x[1] + keys[(block + 2) % 3] + block + 1) & _MASK
+    return x[0], x[1]
+
+
+def _threefry_default() -> bool:
+    return str(jax.config.jax_default_prng_impl) == "threefry2x32" and not jax.config.jax_enable_x64
+
+
+def key_from_int(seed: int) -> jax.Array | None:
+    """`jax.random.key(seed)` without a compile, or `None` where it would differ.
+
+    Covered: JAX's default threefry keys with 64-bit types off (the default),
+    where the key data is `[0, seed mod 2**32]`.
+
+    Example:
+        >>> import jax
+        >>> from blox.core._sampling import key_from_int
+        >>> same = jax.random.key_data(key_from_int(5)) == jax.random.key_data(jax.random.key(5))
+        >>> bool(same.all())
+        True
+    """
+    if not _threefry_default():
+        return None
+    return jax.random.wrap_key_data(np.array([0, seed & _MASK], np.uint32))
+
+
+def fold_in(key: Any, data: int) -> jax.Array | None:
+    """`jax.random.fold_in(key, data)` for a concrete threefry key, without a compile.
+
+    Returns `None` for any other key (a tracer, another implementation).
+
+    Example:
+        >>> import jax
+        >>> from blox.core._sampling import fold_in
+        >>> key = jax.random.key(0)
+        >>> bool((jax.random.key_data(fold_in(key, 9))
+        ...       == jax.random.key_data(jax.random.fold_in(key, 9))).all())
+        True
+    """
+    if not _threefry_key(key) or not 0 <= data <= _MASK:
+        return None
+    k1, k2 = _key_words(key)
+    return jax.random.wrap_key_data(np.array(threefry2x32(k1, k2, 0, data), np.uint32))
+
+
+def _key_words(key: jax.Array) -> tuple[int, int]:
+    """A concrete threefry key's two uint32 words."""
+    # `key_data` works out the key's sharding each call (milliseconds); the
+    # typed key array keeps its data as `_base_array`.
+    data = getattr(key, "_base_array", None)
+    if data is None:
+        data = jax.random.key_data(key)
+    k1, k2 = (int(v) for v in np.asarray(data))
+    return k1, k2
+
+
+def _threefry_key(key: Any) -> bool:
+    if not isinstance(key, jax.Array) or isinstance(key, jax.core.Tracer):
+        return False
+    if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) or key.shape != ():
+        return False
+    return str(jax.random.key_impl(key)) == "threefry2x32"
+
+
+def _offset_impl() -> Any:
+    """A PRNG implementation whose key is threefry's key plus a 64-bit element offset."""
+    if _impl:
+        return _impl[0]
+    import jax.extend.random as xr
+
+    def random_bits(data: jax.Array, bit_width: int, shape: tuple[int, ...]) -> jax.Array:
+        if bit_width != 32:
+            raise NotImplementedError("the sampling programs draw 32-bit floats only")
+        low = data[3] + jax.lax.iota(np.uint32, math.prod(shape))
+        high = data[2] + (low < data[3]).astype(np.uint32)
+        bits1, bits2 = xr.threefry2x32_p.bind(data[0], data[1], high, low)
+        # As jax's partitionable threefry: element i gets threefry(key, i), folded.
+        return (bits1 ^ bits2).reshape(shape)
+
+    def unsupported(*args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("an offset key only draws bits")
+
+    impl = xr.define_prng_impl(
+        key_shape=(4,),
+        seed=unsupported,
+        split=unsupported,
+        random_bits=random_bits,
+        fold_in=unsupported,
+        name="blox_offset_threefry",
+        tag="bot",
+    )
+    _impl.append(impl)
+    return impl
+
+
+def _draw(kind: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    def draw(data: jax.Array, scale: jax.Array) -> jax.Array:
+        key = jax.random.wrap_key_data(data, impl=_offset_impl())
+        if kind == "truncated_normal":
+            values = jax.random.truncated_normal(key, -2, 2, (CHUNK,), jnp.float32)
+        elif kind == "normal":
+            values = jax.random.normal(key, (CHUNK,), jnp.float32)
+        else:
+            values = jax.random.uniform(key, (CHUNK,), jnp.float32, -1)
+        return values * scale
+
+    return draw
+
+
+def _cache_file(kind: str) -> str | None:
+    folder = cache_dir()
+    if folder is None:
+        return None
+    import jaxlib
+
+    device = jax.devices()[0]
+    tag = f"{device.platform}-{device.device_kind}".replace(" ", "_").replace(os.sep, "_")
+    name = f"init-{kind}-{CHUNK}-v{_VERSION}-jax{jax.__version__}-jaxlib{jaxlib.__version__}"
+    return os.path.join(folder, f"{name}-{tag}.bin")
+
+
+def _program(kind: str) -> Any:
+    """The compiled sampling program for `kind`: from memory, from disk, or compiled."""
+    program = _programs.get(kind)
+    if program is not None:
+        return program
+    from jax.experimental import serialize_executable
+
+    path = _cache_file(kind)
+    if path is not None and os.path.exists(path):
+        try:
+            with open(path, "rb") as file:
+                payload, in_tree, out_tree = pickle.load(file)
+            program = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+        except Exception:
+            program = None  # a stale or damaged file: compile afresh and replace it
+    if program is None:
+        example = (np.zeros(4, np.uint32), np.float32(1))
+        program = jax.jit(_draw(kind)).lower(*example).compile()
+        if path is not None:
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                temporary = f"{path}.{os.getpid()}.tmp"
+                with open(temporary, "wb") as file:
+                    pickle.dump(serialize_executable.serialize(program), file)
+                os.replace(temporary, path)
+            except OSError:
+                pass  # an unwritable cache only costs the next process a compile
+    _programs[kind] = program
+    return program
+
+
+def _fans(init: VarianceScaling, shape: tuple[int, ...]) -> float:
+    """The denominator `jax.nn.initializers.variance_scaling` divides `scale` by."""
+
+    def size(axis: Any) -> int:
+        return shape[axis] if isinstance(axis, int) else math.prod(shape[i] for i in axis)
+
+    in_size, out_size = size(init.in_axis), size(init.out_axis)
+    receptive = math.prod(shape) / in_size / out_size / 1
+    fan_in, fan_out = in_size * receptive, out_size * receptive
+    return {
+        "fan_in": fan_in,
+        "fan_out": fan_out,
+        "fan_avg": (fan_in + fan_out) / 2,
+        "fan_geo_avg": (fan_in * fan_out) ** 0.5,
+    }[init.mode]
+
+
+def sample(init: Any, key: Any, shape: tuple[int, ...], dtype: Any) -> jax.Array | None:
+    """`init(key, shape, dtype)` from the fixed-size programs, or `None` if not covered.
+
+    Covered: `jax.nn.initializers.zeros` and `ones` (any dtype, no compile) and
+    `VarianceScaling` with float32 values and a threefry key (JAX's default).
+    Anything else returns `None`, and the caller initialises as usual.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from blox.core._initializers import LECUN_NORMAL
+        >>> from blox.core._sampling import sample
+        >>> key = jax.random.key(0)
+        >>> fast = sample(LECUN_NORMAL, key, (3, 5), jnp.float32)
+        >>> bool((fast == jax.jit(lambda k: LECUN_NORMAL(k, (3, 5)))(key)).all())
+        True
+    """
+    shape = tuple(int(d) for d in shape)
+    if init is jax.nn.initializers.zeros or init is jax.nn.initializers.ones:
+        fill = np.zeros if init is jax.nn.initializers.zeros else np.ones
+        return jax.device_put(fill(shape, np.dtype(dtype)))
+    if type(init) is not VarianceScaling or key is None:
+        return None
+    if np.dtype(dtype) != np.float32 or init.mode not in ("fan_in", "fan_out", "fan_avg"):
+        return None
+    if init.distribution not in ("truncated_normal", "normal", "uniform"):
+        return None
+    size = math.prod(shape)
+    if not jax.config.jax_threefry_partitionable or not 0 < size < 2**32 - CHUNK:
+        return None
+    if not _threefry_key(key):
+        return None
+    try:
+        denominator = _fans(init, shape)
+    except (IndexError, ZeroDivisionError):
+        return None
+    # The scale as variance_scaling computes it, in float32 (IEEE sqrt and divide).
+    variance = np.float32(init.scale / denominator)
+    if init.distribution == "truncated_normal":
+        scale = np.sqrt(variance) / np.float32(0.87962566103423978)
+    elif init.distribution == "normal":
+        scale = np.sqrt(variance)
+    else:
+        scale = np.sqrt(np.float32(3) * variance)
+    program = _program(init.distribution)
+    k1, k2 = _key_words(key)
+    out = np.empty(size, np.float32)
+    for start in range(0, size, CHUNK):
+        data = np.array([k1, k2, 0, start], np.uint32)
+        chunk = np.asarray(program(data, np.float32(scale)))
+        out[start : start + CHUNK] = chunk[: size - start]
+    return jax.device_put(out.reshape(shape))
