@@ -23,6 +23,7 @@ from ._graph import Graph
 from ._linear import Linear
 from ._module import Initializer, Module, _lead, _where
 from ._params import Params
+from ._recurrent_kernels import gru_sequence, lstm_sequence
 from ._scan import RecurrenceBase, SequenceBase, _check_unroll, scan_cell
 
 _LECUN = jax.nn.initializers.lecun_normal()
@@ -1146,6 +1147,22 @@ class LSTM(RNNCellBase):
         hidden = jax.nn.sigmoid(o) * jnp.tanh(cell)
         return hidden, LSTMState(hidden=hidden, cell=cell)
 
+    def scan_sequence(
+        self, params: Params, inputs: jax.Array, carry: LSTMState, unroll: int
+    ) -> tuple[tuple[jax.Array, LSTMState], Params]:
+        """Time-major `(time, batch, in)` inputs through `lstm_sequence` (see `scan_cell`)."""
+        proj, params = self.project(params, inputs)
+        w_h, params = self.recurrent_weights(params)
+        hs, h, c = lstm_sequence(
+            w_h,
+            proj,
+            carry.hidden,
+            carry.cell,
+            forget_gate_bias=self.forget_gate_bias,
+            unroll=unroll,
+        )
+        return (hs, LSTMState(hidden=h, cell=c)), params
+
     def __call__(
         self,
         params: Params,
@@ -1276,6 +1293,17 @@ class GRU(RNNCellBase):
         n = jnp.tanh(x_n + jnp.dot(r * h, w_candidate))
         hidden = (1 - z) * h + z * n
         return hidden, GRUState(hidden=hidden)
+
+    def scan_sequence(
+        self, params: Params, inputs: jax.Array, carry: GRUState, unroll: int
+    ) -> tuple[tuple[jax.Array, GRUState], Params]:
+        """Time-major `(time, batch, in)` inputs through `gru_sequence` (see `scan_cell`)."""
+        (p_gates, p_candidate), params = self.project(params, inputs)
+        (w_gates, w_candidate), params = self.recurrent_weights(params)
+        hs, h = gru_sequence(
+            w_gates, w_candidate, p_gates, p_candidate, carry.hidden, unroll=unroll
+        )
+        return (hs, GRUState(hidden=h)), params
 
     def __call__(
         self,

@@ -416,7 +416,12 @@ def scan_cell(
     keep_carries = seq_lengths is not None
     scan = static_scan if is_static else dynamic_scan
     hoist = getattr(cell, "hoist_inputs", False)
-    if hoist and _has_split_step(cell) and is_reset is None and not keep_carries and not is_static:
+    sequence = getattr(cell, "scan_sequence", None)
+    if sequence is not None and is_reset is None and not keep_carries and not is_static:
+        (outs, carry), params = sequence(params, inputs, carry, unroll)
+    elif (
+        hoist and _has_split_step(cell) and is_reset is None and not keep_carries and not is_static
+    ):
         proj, params = cell.project(params, inputs)
         weights, params = cell.recurrent_weights(params)
         outs, carry = _recurrence(cell, unroll)(weights, proj, carry)
