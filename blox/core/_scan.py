@@ -370,11 +370,14 @@ def scan_cell(
 ) -> tuple[tuple[Any, Any], Params]:
     """Runs a recurrent cell over time-major inputs: the engine of every wrapper.
 
-    A cell that implements the projection protocol of `RNNCellBase`
-    (`project`, `recurrent_weights`, `recur`) has the input projection of all
-    time steps computed in one call before the loop and its recurrent weights
-    read once; only `recur` runs per step. Any other `RecurrenceBase` has its
-    one-step `__call__` scanned with params threaded (`dynamic_scan`).
+    A cell with a whole-sequence kernel (`scan_sequence`, the ancestor `LSTM`
+    and `GRU`) runs it when there is no `is_reset`, no `seq_lengths` and the
+    scan is dynamic. Otherwise a cell that implements the projection protocol
+    of `RNNCellBase` (`project`, `recurrent_weights`, `recur`) has the input
+    projection of all time steps computed in one call before the loop and its
+    recurrent weights read once; only `recur` runs per step. Any other
+    `RecurrenceBase` has its one-step `__call__` scanned with params threaded
+    (`dynamic_scan`).
 
     Args:
         cell: The cell.
