@@ -85,9 +85,8 @@ def _lstm_forward(fgb: float, unroll: int, w_h: Any, proj: Any, h0: Any, c0: Any
             jax.nn.sigmoid(zo + po),
         )
         new_c = f * c + i * g
-        tc = jnp.tanh(new_c)
-        new_h = o * tc
-        return (new_h, new_c), (new_h, (c, i, g, f, o, tc))
+        new_h = o * jnp.tanh(new_c)
+        return (new_h, new_c), (new_h, (c, i, g, f, o))
 
     (h, c), (hs, saved) = _scan(step, (h0, c0), tuple(_gates(proj, 4)), unroll)
     return (hs, h, c), (w_h, h0, hs, saved)
@@ -101,8 +100,9 @@ def _lstm_backward(fgb: float, unroll: int, res: Any, cotangents: Any) -> Any:
 
     def step(carry: Any, xs: Any) -> Any:
         dh, dc = carry
-        d_out, (c, i, g, f, o, tc) = xs
+        d_out, (c, i, g, f, o) = xs
         dh = dh + d_out
+        tc = jnp.tanh(f * c + i * g)  # recomputed: one array less to keep
         dc = dc + dh * o * (1 - tc * tc)
         dz = jnp.concatenate(
             [
