@@ -291,7 +291,7 @@ def nnx_gru_step(spec: LSTMSpec) -> Callable[[], Program]:
     def loss(model, x, t):
         return _mse(model(x), t)
 
-    return lambda: nnx_program(model, optimizer, loss, x, t)
+    return lambda: nnx_program(model, optimizer, loss, x, t, cached=False)
 
 
 def torch_gru_step(spec: LSTMSpec) -> Callable[[], Program]:
