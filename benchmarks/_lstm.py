@@ -195,8 +195,6 @@ def torch_step(spec: LSTMSpec) -> Callable[[], Program]:
     return lambda: torch_program(model, loss)
 
 
-BLOX_CORE_HOISTED = "blox core LSTM(hoist_inputs=True)"
-
 STEP = {
     c.RAW: Contender(c.RAW, raw_step, note="hand-written lax.scan"),
     c.RAW_EQX: Contender(
@@ -205,11 +203,6 @@ STEP = {
     c.BLOX_FILTER_JIT: Contender(c.BLOX_FILTER_JIT, lambda spec: _blox_step(spec, nn.filter_jit)),
     c.BLOX_EQX_JIT: Contender(c.BLOX_EQX_JIT, lambda spec: _blox_step(spec, eqx.filter_jit)),
     c.BLOX_CORE: Contender(c.BLOX_CORE, core_step),
-    BLOX_CORE_HOISTED: Contender(
-        BLOX_CORE_HOISTED,
-        lambda spec: core_step(spec, hoist_inputs=True),
-        note="hoisted input projection, hand-written backward",
-    ),
     c.EQX: Contender(c.EQX, eqx_step, note="eqx.nn.LSTMCell, lax.scan, vmap"),
     c.NNX: Contender(c.NNX, nnx_step, requires=("flax",), note="nnx.RNN(OptimizedLSTMCell)"),
     c.NNX_CACHED: Contender(
@@ -298,7 +291,7 @@ def nnx_gru_step(spec: LSTMSpec) -> Callable[[], Program]:
     def loss(model, x, t):
         return _mse(model(x), t)
 
-    return lambda: nnx_program(model, optimizer, loss, x, t)
+    return lambda: nnx_program(model, optimizer, loss, x, t, cached=False)
 
 
 def torch_gru_step(spec: LSTMSpec) -> Callable[[], Program]:

@@ -23,6 +23,7 @@ from ._graph import Graph
 from ._linear import Linear
 from ._module import Initializer, Module, _lead, _where
 from ._params import Params
+from ._recurrent_kernels import gru_sequence, lstm_sequence
 from ._scan import RecurrenceBase, SequenceBase, _check_unroll, scan_cell
 
 _LECUN = jax.nn.initializers.lecun_normal()
@@ -1066,11 +1067,19 @@ class LSTM(RNNCellBase):
         unroll: Steps per `jax.lax.scan` iteration in `apply`.
         forget_gate_bias: A constant added to the forget gate's
             pre-activation (PAX's `LSTM(forget_gate_bias=)`).
-        hoist_inputs: Compute `x @ kernel[:in]` for all steps before the
-            loop (`scan_cell`'s fast path, with a hand-written backward)
-            instead of `[x, h] @ kernel` per step. Off by default: on the CPUs
-            measured so far the per-step form is faster (see the docs'
-            performance notes); the numbers agree within float32 rounding.
+        hoist_inputs: The form of the one-step `__call__` and of sequences
+            with `is_reset` or `seq_lengths`: `True` computes `x @ kernel[:in]`
+            for all steps before the loop, `False` (default) `[x, h] @ kernel`
+            per step. Either way, other sequences run `lstm_sequence` (see
+            below); the numbers agree within float32 rounding.
+
+    `apply` (and `RNN`, `StackedRNN`) without `is_reset` or `seq_lengths`
+    runs the whole sequence through one kernel with a hand-written backward
+    pass (`blox.core._recurrent_kernels.lstm_sequence`): the input projection
+    of all steps is one matmul before the loop, the backward loop computes
+    only the gate cotangents and `dh @ kernel[in:]^T` per step, and the weight
+    gradients are single matmuls over all steps. Calls with `is_reset` or
+    `seq_lengths`, and `is_static`, scan the step instead.
 
     Shapes:
         step: `(batch, in)` -> `(batch, hidden)`; `apply`: `(batch, time, in)`
@@ -1146,6 +1155,22 @@ class LSTM(RNNCellBase):
         hidden = jax.nn.sigmoid(o) * jnp.tanh(cell)
         return hidden, LSTMState(hidden=hidden, cell=cell)
 
+    def scan_sequence(
+        self, params: Params, inputs: jax.Array, carry: LSTMState, unroll: int
+    ) -> tuple[tuple[jax.Array, LSTMState], Params]:
+        """Time-major `(time, batch, in)` inputs through `lstm_sequence` (see `scan_cell`)."""
+        proj, params = self.project(params, inputs)
+        w_h, params = self.recurrent_weights(params)
+        hs, h, c = lstm_sequence(
+            w_h,
+            proj,
+            carry.hidden,
+            carry.cell,
+            forget_gate_bias=self.forget_gate_bias,
+            unroll=unroll,
+        )
+        return (hs, LSTMState(hidden=h, cell=c)), params
+
     def __call__(
         self,
         params: Params,
@@ -1196,8 +1221,7 @@ class GRU(RNNCellBase):
     """Gated recurrent unit (the ancestor's: fused kernels over `[x, h]`).
 
     One step: `z, r = sigmoid(split(gates([x, h]), 2))`;
-    `n = tanh(candidate([x, r * h]))`; `h' = (1 - z) * h + z * n`. The
-    products with `x` are computed for all steps before the loop.
+    `n = tanh(candidate([x, r * h]))`; `h' = (1 - z) * h + z * n`.
 
     Args:
         graph: This module's node; children `gates` and `candidate`.
@@ -1205,8 +1229,12 @@ class GRU(RNNCellBase):
         rng: `Rng` for initialisation.
         is_static: Unroll `apply` in Python instead of `jax.lax.scan`.
         unroll: Steps per `jax.lax.scan` iteration in `apply`.
-        hoist_inputs: Compute the products with `x` for all steps before the
-            loop instead of per step (off by default, as for `LSTM`).
+        hoist_inputs: The form of the one-step `__call__` and of sequences
+            with `is_reset` or `seq_lengths` (as for `LSTM`).
+
+    As for `LSTM`, `apply` without `is_reset` or `seq_lengths` runs one
+    kernel with a hand-written backward pass (`gru_sequence`); calls with
+    them, and `is_static`, scan the step.
 
     Shapes:
         step: `(batch, in)` -> `(batch, hidden)`; `apply`: `(batch, time, in)`
@@ -1276,6 +1304,17 @@ class GRU(RNNCellBase):
         n = jnp.tanh(x_n + jnp.dot(r * h, w_candidate))
         hidden = (1 - z) * h + z * n
         return hidden, GRUState(hidden=hidden)
+
+    def scan_sequence(
+        self, params: Params, inputs: jax.Array, carry: GRUState, unroll: int
+    ) -> tuple[tuple[jax.Array, GRUState], Params]:
+        """Time-major `(time, batch, in)` inputs through `gru_sequence` (see `scan_cell`)."""
+        (p_gates, p_candidate), params = self.project(params, inputs)
+        (w_gates, w_candidate), params = self.recurrent_weights(params)
+        hs, h = gru_sequence(
+            w_gates, w_candidate, p_gates, p_candidate, carry.hidden, unroll=unroll
+        )
+        return (hs, GRUState(hidden=h)), params
 
     def __call__(
         self,

@@ -370,11 +370,14 @@ def scan_cell(
 ) -> tuple[tuple[Any, Any], Params]:
     """Runs a recurrent cell over time-major inputs: the engine of every wrapper.
 
-    A cell that implements the projection protocol of `RNNCellBase`
-    (`project`, `recurrent_weights`, `recur`) has the input projection of all
-    time steps computed in one call before the loop and its recurrent weights
-    read once; only `recur` runs per step. Any other `RecurrenceBase` has its
-    one-step `__call__` scanned with params threaded (`dynamic_scan`).
+    A cell with a whole-sequence kernel (`scan_sequence`, the ancestor `LSTM`
+    and `GRU`) runs it when there is no `is_reset`, no `seq_lengths` and the
+    scan is dynamic. Otherwise a cell that implements the projection protocol
+    of `RNNCellBase` (`project`, `recurrent_weights`, `recur`) has the input
+    projection of all time steps computed in one call before the loop and its
+    recurrent weights read once; only `recur` runs per step. Any other
+    `RecurrenceBase` has its one-step `__call__` scanned with params threaded
+    (`dynamic_scan`).
 
     Args:
         cell: The cell.
@@ -416,7 +419,12 @@ def scan_cell(
     keep_carries = seq_lengths is not None
     scan = static_scan if is_static else dynamic_scan
     hoist = getattr(cell, "hoist_inputs", False)
-    if hoist and _has_split_step(cell) and is_reset is None and not keep_carries and not is_static:
+    sequence = getattr(cell, "scan_sequence", None)
+    if sequence is not None and is_reset is None and not keep_carries and not is_static:
+        (outs, carry), params = sequence(params, inputs, carry, unroll)
+    elif (
+        hoist and _has_split_step(cell) and is_reset is None and not keep_carries and not is_static
+    ):
         proj, params = cell.project(params, inputs)
         weights, params = cell.recurrent_weights(params)
         outs, carry = _recurrence(cell, unroll)(weights, proj, carry)
