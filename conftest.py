@@ -1,5 +1,26 @@
 """Test-wide JAX settings: strict rank promotion (the `[tool.pytest.ini_options]` of pyproject.toml makes warnings errors)."""
 
 import jax
+import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+# -- test-suite wall time under pytest-xdist ------------------------------------------------
+# CI runs `pytest -n 2`. The `slow` tests (examples, docs pages: subprocesses and
+# whole sessions of 30-60 s each) go first, and the workers steal from each other
+# (`--dist worksteal`) instead of xdist's default `load`: both workers then finish
+# on a tail of short tests instead of one waiting for the other's last example.
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "load":
+        return None  # an explicit --dist choice is kept
+    from xdist.scheduler import WorkStealingScheduling
+
+    return WorkStealingScheduling(config, log)
