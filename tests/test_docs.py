@@ -75,6 +75,7 @@ def _isolate_global_state(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_typecheck, "_enabled", list(_typecheck._enabled))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
 def test_page_code_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text = page.read_text()

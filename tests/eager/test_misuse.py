@@ -242,17 +242,21 @@ def test_a_failed_compile_falls_back_for_that_signature_only():
     assert nn.compile_stats(model).traces == stats.traces
 
 
-def test_compiled_calls_are_bounded_least_recently_used_first():
-    step = nn.filter_jit(lambda x: x + 1)
-    from blox.eager._dispatch import CACHE_LIMIT
+def test_compiled_calls_are_bounded_least_recently_used_first(monkeypatch):
+    from blox.eager import _dispatch
 
-    assert CACHE_LIMIT >= 16
+    assert _dispatch.CACHE_LIMIT >= 16
+    # The eviction logic does not depend on the bound; a small one keeps this
+    # test to a handful of compiles instead of CACHE_LIMIT + 1 of them.
+    limit = 4
+    monkeypatch.setattr(_dispatch, "CACHE_LIMIT", limit)
+    step = nn.filter_jit(lambda x: x + 1)
     step(jnp.ones(1))
-    for n in range(2, CACHE_LIMIT + 2):
+    for n in range(2, limit + 2):
         step(jnp.ones(n))
         step(jnp.ones(1))  # keeps the first signature recently used
     stats = nn.compile_stats(step)
-    assert stats.cached == CACHE_LIMIT
+    assert stats.cached == limit
     step(jnp.ones(1))
     assert nn.compile_stats(step).traces == stats.traces  # survived eviction
 

@@ -384,6 +384,10 @@ def test_losses_and_functional_match_torch():
     mask = RNG.standard_normal((5, 6)) > 0
     mask[:, 0] = True
 
+    # Every case is compiled into one program (one compile instead of one per
+    # case); PyTorch runs each case as it is recorded.
+    ours_cases, torch_results = [], []
+
     def same(ours, theirs, *args, **kw):
         j = [jnp.asarray(a) for a in args]
         t = [torch.from_numpy(np.array(a)) for a in args]
@@ -392,79 +396,86 @@ def test_losses_and_functional_match_torch():
         j_kw = {k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
         out_t = theirs(*t, **t_kw)
         (out_t * 1.3).sum().backward()
-        out, grad = jax.value_and_grad(lambda a: jnp.sum(ours(a, *j[1:], **j_kw) * 1.3))(j[0])
-        np.testing.assert_allclose(out, (out_t * 1.3).sum().detach(), atol=1e-5, rtol=1e-5)
-        np.testing.assert_allclose(grad, t[0].grad, atol=1e-5, rtol=1e-5)
+        ours_cases.append((ours, j, j_kw))
+        torch_results.append(((out_t * 1.3).sum().detach(), t[0].grad))
 
-    with jax.disable_jit():
-        for red in ("mean", "sum", "none"):
-            for ls in (0.0, 0.2):
-                same(
-                    F.cross_entropy,
-                    TF.cross_entropy,
-                    logits,
-                    ids,
-                    reduction=red,
-                    label_smoothing=ls,
-                )
-                same(
-                    F.cross_entropy,
-                    TF.cross_entropy,
-                    logits,
-                    ids,
-                    weight=w,
-                    reduction=red,
-                    label_smoothing=ls,
-                )
-                same(
-                    F.cross_entropy,
-                    TF.cross_entropy,
-                    logits,
-                    probs,
-                    weight=w,
-                    reduction=red,
-                    label_smoothing=ls,
-                )
-            same(F.nll_loss, TF.nll_loss, np.log(probs), ids, weight=w, reduction=red)
-            same(F.mse_loss, TF.mse_loss, x, y, reduction=red)
-            same(F.l1_loss, TF.l1_loss, x, y, reduction=red)
-            same(F.smooth_l1_loss, TF.smooth_l1_loss, x, y, reduction=red, beta=0.5)
-            same(F.huber_loss, TF.huber_loss, x, y, reduction=red, delta=0.7)
+    def ours_all():
+        return [
+            jax.value_and_grad(lambda a, f=f, j=j, kw=kw: jnp.sum(f(a, *j[1:], **kw) * 1.3))(j[0])
+            for f, j, kw in ours_cases
+        ]
+
+    for red in ("mean", "sum", "none"):
+        for ls in (0.0, 0.2):
             same(
-                F.binary_cross_entropy,
-                TF.binary_cross_entropy,
-                p,
-                t01,
-                weight=np.abs(y),
+                F.cross_entropy,
+                TF.cross_entropy,
+                logits,
+                ids,
                 reduction=red,
+                label_smoothing=ls,
             )
             same(
-                F.binary_cross_entropy_with_logits,
-                TF.binary_cross_entropy_with_logits,
-                x,
-                t01,
-                pos_weight=np.abs(y[0]) + 0.5,
+                F.cross_entropy,
+                TF.cross_entropy,
+                logits,
+                ids,
+                weight=w,
                 reduction=red,
+                label_smoothing=ls,
             )
             same(
-                F.binary_cross_entropy_with_logits,
-                TF.binary_cross_entropy_with_logits,
-                x,
-                t01,
+                F.cross_entropy,
+                TF.cross_entropy,
+                logits,
+                probs,
+                weight=w,
                 reduction=red,
+                label_smoothing=ls,
             )
-            same(F.kl_div, TF.kl_div, log_q, q, reduction=red)
-            same(F.kl_div, TF.kl_div, log_q, np.log(q), reduction=red, log_target=True)
-        same(F.kl_div, TF.kl_div, log_q, q, reduction="batchmean")
-        sdpa, t_sdpa = F.scaled_dot_product_attention, TF.scaled_dot_product_attention
-        same(sdpa, t_sdpa, q3, k3, k3)
-        same(sdpa, t_sdpa, q3, k3, k3, attn_mask=mask)
-        same(sdpa, t_sdpa, q3, k3, k3, attn_mask=randn(3, 5, 6), scale=0.3)
-        same(sdpa, t_sdpa, q3, q3, q3, is_causal=True)
-        same(F.pad, TF.pad, x, pad=(1, 2, 0, 1))
-        same(F.pad, TF.pad, x, pad=(1, 2), mode="reflect")
-        same(F.pad, TF.pad, x[None], pad=(1, 2, 2, 1), mode="replicate")
-        same(F.pad, TF.pad, x[None], pad=(1, 2, 2, 1), mode="circular", value=None)
+        same(F.nll_loss, TF.nll_loss, np.log(probs), ids, weight=w, reduction=red)
+        same(F.mse_loss, TF.mse_loss, x, y, reduction=red)
+        same(F.l1_loss, TF.l1_loss, x, y, reduction=red)
+        same(F.smooth_l1_loss, TF.smooth_l1_loss, x, y, reduction=red, beta=0.5)
+        same(F.huber_loss, TF.huber_loss, x, y, reduction=red, delta=0.7)
+        same(
+            F.binary_cross_entropy,
+            TF.binary_cross_entropy,
+            p,
+            t01,
+            weight=np.abs(y),
+            reduction=red,
+        )
+        same(
+            F.binary_cross_entropy_with_logits,
+            TF.binary_cross_entropy_with_logits,
+            x,
+            t01,
+            pos_weight=np.abs(y[0]) + 0.5,
+            reduction=red,
+        )
+        same(
+            F.binary_cross_entropy_with_logits,
+            TF.binary_cross_entropy_with_logits,
+            x,
+            t01,
+            reduction=red,
+        )
+        same(F.kl_div, TF.kl_div, log_q, q, reduction=red)
+        same(F.kl_div, TF.kl_div, log_q, np.log(q), reduction=red, log_target=True)
+    same(F.kl_div, TF.kl_div, log_q, q, reduction="batchmean")
+    sdpa, t_sdpa = F.scaled_dot_product_attention, TF.scaled_dot_product_attention
+    same(sdpa, t_sdpa, q3, k3, k3)
+    same(sdpa, t_sdpa, q3, k3, k3, attn_mask=mask)
+    same(sdpa, t_sdpa, q3, k3, k3, attn_mask=randn(3, 5, 6), scale=0.3)
+    same(sdpa, t_sdpa, q3, q3, q3, is_causal=True)
+    same(F.pad, TF.pad, x, pad=(1, 2, 0, 1))
+    same(F.pad, TF.pad, x, pad=(1, 2), mode="reflect")
+    same(F.pad, TF.pad, x[None], pad=(1, 2, 2, 1), mode="replicate")
+    same(F.pad, TF.pad, x[None], pad=(1, 2, 2, 1), mode="circular", value=None)
+    for (out, grad), (out_t, grad_t) in zip(jax.jit(ours_all)(), torch_results, strict=True):
+        np.testing.assert_allclose(out, out_t, atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(grad, grad_t, atol=1e-5, rtol=1e-5)
     # The loss modules: same numbers, and tensor options are buffers as in PyTorch.
     loss = nn.CrossEntropyLoss(weight=w, label_smoothing=0.1)
     theirs = T.CrossEntropyLoss(weight=torch.from_numpy(w), label_smoothing=0.1)
