@@ -15,10 +15,13 @@ The compiled programs are also kept on disk (serialised executables, about
 100 KiB each), so a new process loads them instead of compiling: under
 `$BLOX_CACHE_DIR`, default `~/.cache/blox`; set `BLOX_CACHE_DIR=off` to
 neither read nor write. Only these sampling programs are stored there; JAX's
-own persistent compilation cache is untouched.
+own persistent compilation cache is untouched. A file's name carries the
+JAX, jaxlib and device versions and a hash of `XLA_FLAGS`, so a program
+compiled under other settings is never loaded.
 """
 
 import contextlib
+import hashlib
 import math
 import os
 import pickle
@@ -220,7 +223,9 @@ def _cache_file(kind: str) -> str | None:
     device = jax.devices()[0]
     tag = f"{device.platform}-{device.device_kind}".replace(" ", "_").replace(os.sep, "_")
     name = f"init-{kind}-{CHUNK}-v{_VERSION}-jax{jax.__version__}-jaxlib{jaxlib.__version__}"
-    return os.path.join(folder, f"{name}-{tag}.bin")
+    # A program compiled under other XLA flags may round differently: key on them.
+    flags = hashlib.sha256(os.environ.get("XLA_FLAGS", "").encode()).hexdigest()[:12]
+    return os.path.join(folder, f"{name}-{tag}-xla{flags}.bin")
 
 
 def _program(kind: str) -> Any:

@@ -146,3 +146,14 @@ def test_the_disk_cache_is_written_read_and_can_be_switched_off(tmp_path, monkey
     np.testing.assert_array_equal(_bits(first), _bits(again))
     monkeypatch.setenv("BLOX_CACHE_DIR", "off")
     assert _sampling.cache_dir() is None and _sampling._cache_file("uniform") is None
+
+
+def test_programs_compiled_under_other_xla_flags_are_kept_apart(tmp_path, monkeypatch):
+    # The full suite compiles at another optimisation level (conftest.py) than a
+    # user's process: a program from one must never be loaded by the other.
+    monkeypatch.setenv("BLOX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    low = _sampling._cache_file("uniform")
+    monkeypatch.setenv("XLA_FLAGS", "")
+    default = _sampling._cache_file("uniform")
+    assert low != default and os.path.dirname(low) == os.path.dirname(default) == str(tmp_path)
