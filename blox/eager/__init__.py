@@ -55,6 +55,7 @@ from ._rng import Rng as Rng
 from ._seed import build_core as build_core
 from ._seed import check_groups as check_groups
 from ._seed import check_sizes as check_sizes
+from ._seed import example_zeros as example_zeros
 from ._seed import init_params as init_params
 from ._seed import manual_seed as manual_seed
 from ._sequential import Sequential as Sequential
@@ -118,6 +119,7 @@ __all__ = [
     "check_sizes",
     "clear_caches",
     "compile_stats",
+    "example_zeros",
     "filter_grad",
     "filter_jit",
     "filter_value_and_grad",

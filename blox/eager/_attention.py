@@ -16,7 +16,7 @@ from jaxtyping import Array, Float, Shaped
 from blox import core
 
 from ._core_module import CoreModule
-from ._seed import build_core, init_params
+from ._seed import build_core, example_zeros, init_params
 from ._typecheck import typecheck
 
 _CACHE_NAMES = ("cached_key", "cached_value", "cache_index")
@@ -115,7 +115,7 @@ class MultiHeadAttention(CoreModule):
         def create(params: Any) -> Any:
             if decode:
                 params = layer.init_cache(params, (1,), 1)
-            q, k, v = (jnp.zeros((1, 1, n), jnp.float32) for n in shapes)
+            q, k, v = (example_zeros((1, 1, n), jnp.float32) for n in shapes)
             return layer(params, q, k, v)[1]
 
         params = init_params(where, rng, seed, create, signature=(layer, shapes))

@@ -12,7 +12,7 @@ from blox.core.internal import check_ids
 
 from ._core_module import CoreModule
 from ._errors import located
-from ._seed import build_core, init_params
+from ._seed import build_core, example_zeros, init_params
 from ._typecheck import typecheck
 
 
@@ -71,7 +71,7 @@ class Embed(CoreModule):
             where,
             rng,
             seed,
-            lambda p: layer(p, jnp.zeros((1,), jnp.int32))[1],
+            lambda p: layer(p, example_zeros((1,), jnp.int32))[1],
             signature=(layer,),
         )
         self.adopt_core(layer, params, keep=lambda path: path[1] != "rng")

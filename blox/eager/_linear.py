@@ -57,7 +57,7 @@ class Linear(CoreModule):
             where,
             rng,
             seed,
-            lambda p: layer(p, jnp.zeros((1, in_features), jnp.float32))[1],
+            lambda p: layer(p, example_zeros((1, in_features), jnp.float32))[1],
             signature=(layer, in_features),
         )
         self.adopt_core(layer, params, keep=lambda path: path[1] != "rng")

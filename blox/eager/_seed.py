@@ -95,8 +95,8 @@ def example_zeros(shape: tuple[int, ...], dtype: Any = np.float32) -> jax.Array:
     (a host array put on the device) instead.
 
     Example:
-        >>> from blox.eager._seed import example_zeros
-        >>> example_zeros((1, 3)).shape
+        >>> from blox import eager as nn
+        >>> nn.example_zeros((1, 3)).shape
         (1, 3)
     """
     return jax.device_put(np.zeros(shape, dtype))

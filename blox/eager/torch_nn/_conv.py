@@ -16,6 +16,7 @@ from jaxtyping import Array, Float
 
 from blox import core
 
+from .._seed import example_zeros
 from .._typecheck import typecheck
 from ._layout import ConvTransposeWeight, ConvWeight, Name, Uniform
 from ._shell import Shell, check_device, to_first, to_last
@@ -143,7 +144,7 @@ class _ConvNd(Shell):
         options.update(
             feature_group_count=groups, use_bias=bool(bias), kernel_init=init, bias_init=init
         )
-        example = jnp.zeros((1,) + tuple(max(1, e + 1) for e in extent) + (in_channels,))
+        example = example_zeros((1,) + tuple(max(1, e + 1) for e in extent) + (in_channels,))
         self._adopt(where, core_cls, args, options, names, (example,), seed=seed, dtype=dtype)
 
     def _forward(self, input: Array) -> Array:

@@ -11,6 +11,7 @@ from blox import core
 from blox.core.internal import check_ids
 
 from .._errors import located
+from .._seed import example_zeros
 from .._typecheck import typecheck
 from ._layout import Name, Normal
 from ._shell import Shell, check_device
@@ -104,7 +105,7 @@ class Embedding(Shell):
         layout = _PaddedTable(padding_idx) if padding_idx is not None else None
         name = Name("weight", "embedding", layout) if layout else Name("weight", "embedding")
         options = {"embedding_init": Normal()}
-        example = jnp.zeros((1,), jnp.int32)
+        example = example_zeros((1,), jnp.int32)
         self._adopt(
             where,
             core.Embed,

@@ -9,6 +9,7 @@ from jaxtyping import Array, Float
 from blox import core
 from blox.core.internal import Bilinear as _CoreBilinear
 
+from .._seed import example_zeros
 from .._typecheck import typecheck
 from ._layout import LinearWeight, Name, Same, Uniform
 from ._module import Module
@@ -162,7 +163,7 @@ class Linear(Shell):
             (out_features,),
             options,
             names[: 2 if bias else 1],
-            (jnp.zeros((1, in_features), jnp.float32),),
+            (example_zeros((1, in_features), jnp.float32),),
             seed=seed,
             dtype=dtype,
         )
@@ -226,8 +227,8 @@ class Bilinear(Shell):
         options = {"use_bias": bool(bias), "kernel_init": init, "bias_init": init}
         names = (Name("weight", "kernel", _BilinearWeight()), Name("bias", "bias", Same()))
         example = (
-            jnp.zeros((1, in1_features), jnp.float32),
-            jnp.zeros((1, in2_features), jnp.float32),
+            example_zeros((1, in1_features), jnp.float32),
+            example_zeros((1, in2_features), jnp.float32),
         )
         self._adopt(
             where,

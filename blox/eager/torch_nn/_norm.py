@@ -14,6 +14,7 @@ from jaxtyping import Array, Float
 
 from blox import core
 
+from .._seed import example_zeros
 from .._typecheck import typecheck
 from ._layout import Name
 from ._shell import Shell, check_device
@@ -60,7 +61,7 @@ class _BatchNorm(Shell):
             "count_batches": track_running_stats,
         }
         names = (_AFFINE if affine else ()) + ((_STATS + _COUNT) if track_running_stats else ())
-        example = jnp.zeros((2, num_features), jnp.float32)
+        example = example_zeros((2, num_features), jnp.float32)
         self._adopt(
             where,
             core.BatchNorm,
@@ -209,7 +210,7 @@ class LayerNorm(Shell):
             "feature_axes": axes,
         }
         names = (_AFFINE[:1] if elementwise_affine else ()) + (_AFFINE[1:] if use_bias else ())
-        example = jnp.zeros((1, *shape), jnp.float32)
+        example = example_zeros((1, *shape), jnp.float32)
         self._adopt(where, core.LayerNorm, (), options, names, (example,), seed=seed, dtype=dtype)
 
     @typecheck
@@ -283,7 +284,7 @@ class GroupNorm(Shell):
             "channels_first": True,
             "use_fast_variance": False,
         }
-        example = jnp.zeros((1, num_channels), jnp.float32)
+        example = example_zeros((1, num_channels), jnp.float32)
         self._adopt(
             where,
             core.GroupNorm,
@@ -337,7 +338,7 @@ class _InstanceNorm(Shell):
             "feature_axes": 1,
             "use_fast_variance": False,
         }
-        example = jnp.zeros((1, num_features) + (1,) * self._n, jnp.float32)
+        example = example_zeros((1, num_features) + (1,) * self._n, jnp.float32)
         self._adopt(
             where,
             core.InstanceNorm,
