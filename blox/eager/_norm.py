@@ -1,6 +1,6 @@
 """Eager `LayerNorm`, `RMSNorm`, `BatchNorm`, `GroupNorm`, `InstanceNorm`: build the core layers and call them."""
 
-from typing import Any
+from typing import Any, ClassVar
 
 from jaxtyping import Array, Float
 
@@ -13,6 +13,9 @@ from ._typecheck import typecheck
 
 class _NormLayer(CoreModule):
     _core_cls: Any = None
+    # Options at this layer's own default, left out of its repr (where the
+    # eager default differs from the core's, the option is always passed on).
+    _quiet_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self, features: int, *, epsilon: float = 1e-5, seed: Any = None, **options: Any
@@ -49,7 +52,11 @@ class _NormLayer(CoreModule):
         return self.call_core(self.core_layer, x)
 
     def extra_repr(self) -> str:
-        shown = "".join(f", {k}={v!r}" for k, v in self.options if not k.endswith("_init"))
+        shown = "".join(
+            f", {k}={v!r}"
+            for k, v in self.options
+            if not k.endswith("_init") and self._quiet_defaults.get(k, object()) != v
+        )
         return f"{self.features}{shown}"
 
 
@@ -122,6 +129,7 @@ class BatchNorm(_NormLayer):
     """
 
     _core_cls = core.BatchNorm
+    _quiet_defaults: ClassVar[dict[str, Any]] = {"use_fast_variance": True}
 
     def __init__(
         self,

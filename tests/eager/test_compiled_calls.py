@@ -291,7 +291,11 @@ def test_repeat_calls_on_the_fast_path_keep_static_outputs_and_static_leaves():
 def test_repeat_eager_calls_on_the_fast_path_write_state_back():
     drop = nn.Dropout(0.5)
     x = jnp.ones((4, 8))
-    masks = [np.asarray(drop(x)) for _ in range(3)]
+    masks = [np.asarray(drop(x))]
+    # Compile counts are per class, so earlier tests' Dropouts count too: what
+    # matters is that the repeat calls trace nothing new.
+    traces = nn.compile_stats(drop).traces
+    masks += [np.asarray(drop(x)) for _ in range(2)]
     assert int(drop.rng.counter) == 3
     assert not np.array_equal(masks[1], masks[2])
-    assert nn.compile_stats(drop).traces == 1
+    assert nn.compile_stats(drop).traces == traces
