@@ -19,6 +19,7 @@ import jax
 
 from . import _common as c
 from ._common import Result, Settings
+from ._why import why
 
 _PACKAGES = ("jax", "jaxlib", "equinox", "flax", "torch", "optax", "numpy", "blox")
 
@@ -163,6 +164,27 @@ def _targets(results: list[Result], ratios: dict[int, float]) -> list[str]:
     return lines
 
 
+def _peers_faster(results: list[Result], ratios: dict[int, float]) -> list[str]:
+    """One line per (row, peer) where a peer's ratio is below every blox contender's."""
+    rows: dict[tuple[str, str], list[Result]] = {}
+    for r in results:
+        rows.setdefault((r.group, r.row), []).append(r)
+    lines = []
+    for (group, row), items in rows.items():
+        blox = [ratios[id(r)] for r in items if r.contender.startswith("blox") and id(r) in ratios]
+        if not blox:
+            continue
+        best = min(blox)
+        for r in items:
+            peer = not r.contender.startswith(("blox", "raw")) and not r.baseline
+            if peer and id(r) in ratios and ratios[id(r)] < best:
+                lines.append(
+                    f"- {group} / {row}: {r.contender} {ratios[id(r)]:.2f}x against "
+                    f"blox's best {best:.2f}x. {why(group, row, r.contender)}"
+                )
+    return lines
+
+
 def _plot(results: list[Result], ratios: dict[int, float], path: Path) -> bool:
     """One panel per row: each contender's ratio to raw JAX, targets marked."""
     if c.missing(("matplotlib",)) is not None:
@@ -299,6 +321,9 @@ def write(
     if plotted:
         lines += [f"![Ratios to raw JAX]({png.name})", ""]
     lines += _table(results, ratios)
+    faster = _peers_faster(results, ratios)
+    if faster:
+        lines += ["", "## Where a peer is faster, and why", "", *faster]
     notes = [r for r in results if r.note]
     if notes:
         lines += ["", "## Notes", ""]

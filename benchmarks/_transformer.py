@@ -349,13 +349,18 @@ STEP = {
 # PyTorch ship no attention cache, so they have no contender here.
 
 
-def _program(step, fresh, spec: TransformerSpec) -> Program:
+def _program(step, fresh, spec: TransformerSpec, renew=None) -> Program:
+    """A decode loop; `renew(fresh)` gives a new start state (a donating step consumes it)."""
     x = jnp.ones((1, 1, spec.dim), jnp.float32)
-    box = {"state": fresh, "count": 0}
+
+    def start() -> Any:
+        return fresh if renew is None else renew(fresh)
+
+    box = {"state": start(), "count": 0}
 
     def run() -> Any:
         if box["count"] == spec.length:
-            box["state"], box["count"] = fresh, 0
+            box["state"], box["count"] = start(), 0
         box["state"], out = step(box["state"], x)
         box["count"] += 1
         return out
@@ -424,7 +429,15 @@ def core_decode(spec: TransformerSpec) -> Callable[[], Program]:
     params, _ = apply(params, jnp.zeros((1, 1, spec.dim)))
     for _, attn, *_ in layers:
         params = attn.init_cache(params, (1,), spec.length)
-    return lambda: _program(jax.jit(apply), params.locked(), spec)
+    fresh = params.locked()
+    # Donated, as docs/attention.md advises: otherwise XLA copies every
+    # unchanged weight the step returns with the params (JAX issue #6284).
+    step = jax.jit(apply, donate_argnums=0)
+    return lambda: _program(lambda state, x: step(state, x), fresh, spec, renew=_copy)
+
+
+def _copy(tree: Any) -> Any:
+    return jax.tree.map(jnp.copy, tree)
 
 
 def blox_decode(spec: TransformerSpec) -> Callable[[], Program]:
@@ -509,6 +522,6 @@ def nnx_decode(spec: TransformerSpec) -> Callable[[], Program]:
 DECODE = {
     c.RAW: Contender(c.RAW, raw_decode, note="hand-written cache"),
     c.BLOX_FILTER_JIT: Contender(c.BLOX_FILTER_JIT, blox_decode, note="decode=True buffers"),
-    c.BLOX_CORE: Contender(c.BLOX_CORE, core_decode, note="cache in params"),
+    c.BLOX_CORE: Contender(c.BLOX_CORE, core_decode, note="cache in params, donated"),
     c.NNX: Contender(c.NNX, nnx_decode, requires=("flax",), note="decode=True, init_cache"),
 }

@@ -13,6 +13,14 @@ flatten of the arguments, one unflatten of the outputs (one Python callback
 per module object in each) and the state write-back, skipped when the trace
 changed no state.
 
+A module method called on arrays alone goes first by a direct route:
+`jax.jit` itself over the module and the arrays, whose repeat calls are
+jax's C++ dispatch with no Python of blox's in between. Its trace proves the
+call changes no state; a call that does (a Dropout draw, BatchNorm in
+training) is handed to the dispatcher before anything is compiled, and
+modules of that static structure go to the dispatcher from then on (see
+`_compiled_method`).
+
 The state-return protocol (shared with `nn.filter_grad` and `functional()`,
 see `_write_back`): the trace records which input leaves it replaced, by
 flatten position; after the call each new value goes onto the caller's object
@@ -30,6 +38,7 @@ are listed in `_context.py`, which `nn.clear_caches()` empties.
 import functools
 import itertools
 import operator
+import threading
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -38,7 +47,7 @@ import jax
 import numpy as np
 
 from ._context import CONTEXT
-from ._frames import _carry_state, _closed_over, _leaks
+from ._frames import _carry_state, _closed_over, _leaks, _local
 from ._hooks import HOOKS, hooked_call
 
 _ARRAY_TYPES = (jax.Array, np.ndarray)
@@ -108,11 +117,20 @@ class _Dispatcher:
         self.clock = 0
         self.traces = 0  # how many times `fun` was traced (see `compile_stats`)
         self.compiles = 0
+        # A module method's direct path (see `_compiled_method`): its `jax.jit`
+        # and the static halves of modules whose calls it refused.
+        self.direct: Any = None
+        self.direct_cached = 0  # signatures the direct path compiled (and holds)
+        self.refused: set[Any] = set()
         CONTEXT.dispatchers.add(self)
 
     def clear(self) -> None:
         """Drops every compiled program (and every op-by-op verdict)."""
         self.cache.clear()
+        self.refused.clear()
+        if self.direct is not None:
+            self.direct.clear_cache()
+            self.direct_cached = 0
 
     def __call__(
         self,
@@ -310,6 +328,37 @@ class _Dispatcher:
         return entry
 
 
+class _Caller(threading.local):
+    """The module object a direct call was made on (the trace sees a copy)."""
+
+    root: tuple[Any, ...] = ()
+
+
+_CALLER = _Caller()
+
+
+class _NotDirect(Exception):
+    """A direct trace found that the call changes state: the dispatcher takes it."""
+
+
+def _all_jax(values: Any) -> bool:
+    """Whether every value is a concrete `jax.Array` (learning new leaf types on the way)."""
+    values = tuple(values)
+    if _JAX_TYPES.issuperset(map(type, values)):
+        return True
+    for value in values:
+        if type(value) not in _LEAF_KINDS:
+            _leaf_kind(type(value))
+    return _JAX_TYPES.issuperset(map(type, values))
+
+
+def _holds_module(tree: Any) -> bool:
+    from ._module import Module
+
+    nodes = jax.tree.leaves(tree, is_leaf=lambda node: isinstance(node, Module))
+    return any(isinstance(node, Module) for node in nodes)
+
+
 class _StructureChanged(RuntimeError):
     """A compiled function changed its arguments' static structure while running.
 
@@ -441,10 +490,55 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
     flow depends on array values (it warns once, and other signatures still
     compile). A call that changes the module's structure (a new attribute, a
     mode switch) raises: the change would be lost with the trace.
+
+    Two routes lead to the program. A call on arrays alone (`model(x)`, array
+    keyword arguments too) first takes the direct route: `jax.jit` itself
+    over the module and the arrays, so a repeat call is jax's own C++
+    dispatch and nothing else. Its trace proves the call changes no state
+    (no leaf replaced, no attribute added, arrays only in the output); a call
+    that does change state (Dropout drawing, BatchNorm in training) stops
+    that trace before anything is compiled, and from then on modules of that
+    static structure take the dispatcher (`_Dispatcher`), which writes state
+    back. So every signature is compiled once, by one of the two.
     """
     dispatcher = _Dispatcher(method)
     forward = method.__name__ == "__call__"
     lock = CONTEXT.lock
+    refused = dispatcher.refused
+    jax_types = _JAX_TYPES
+    local = _local  # per thread: the open `_carry_state` frames of blox's transforms
+
+    def direct_body(self: Any, *args: Any, **kwargs: Any) -> Any:
+        from ._module import check_no_aliases  # (imports this module)
+
+        # Once per signature, on the caller's objects (the trace sees copies):
+        # a module held in two places would be traced as two copies and untie.
+        check_no_aliases(_CALLER.root)
+        root = ((self,), args, kwargs)
+        leaves, treedef = jax.tree.flatten(root)
+        with _carry_state((self,), args, kwargs):
+            out = method(self, *args, **kwargs)
+        new_leaves, new_treedef = jax.tree.flatten(root)
+        if new_treedef != treedef or any(a is not b for a, b in zip(leaves, new_leaves)):
+            raise _NotDirect
+        if not all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(out)) or _holds_module(
+            out
+        ):
+            raise _NotDirect
+        # Counted once the trace has succeeded: a refused attempt is the
+        # router's business, not a trace of the user's signature.
+        dispatcher.traces += 1
+        dispatcher.compiles += 1
+        return out
+
+    direct = dispatcher.direct = jax.jit(direct_body)
+
+    def refuse(self: Any) -> None:
+        from ._pytree import _aux_of
+
+        if len(refused) >= CACHE_LIMIT:
+            refused.clear()  # bounded; a refused structure is simply refused again
+        refused.add(_aux_of(self))
 
     @functools.wraps(method)
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -452,6 +546,30 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
             return hooked_call(method, self, args, kwargs)
         if dispatcher.fun is None or jax.config.jax_disable_jit:
             return method(self, *args, **kwargs)
+        if (
+            not local.frames
+            and (jax_types.issuperset(map(type, args)) or _all_jax(args))
+            and (not kwargs or _all_jax(kwargs.values()))
+            and self.__dict__["_blox_aux"] not in refused
+        ):
+            traces = dispatcher.traces
+            _CALLER.root = (self,)
+            try:
+                out = direct(self, *args, **kwargs)
+            except (_NotDirect, *_UNTRACEABLE):
+                _CALLER.root = ()
+                refuse(self)  # the dispatcher below runs it (and says why, if it must)
+            except BaseException:
+                _CALLER.root = ()
+                raise
+            else:
+                _CALLER.root = ()  # (read only while tracing; not kept alive)
+                if dispatcher.traces != traces:
+                    dispatcher.direct_cached += 1
+                    if dispatcher.direct_cached > dispatcher.limit:
+                        direct.clear_cache()  # bounded, as the dispatcher's cache is
+                        dispatcher.direct_cached = 0
+                return out
         with lock:
             try:
                 out = dispatcher((self,), args, kwargs, eager=True)
@@ -557,7 +675,9 @@ def compile_stats(fn: Any) -> CompileStats:
         )
     values = list(dispatcher.cache.values())
     op_by_op = sum(1 for v in values if v is _OP_BY_OP)
-    return CompileStats(dispatcher.traces, dispatcher.compiles, len(values) - op_by_op, op_by_op)
+    cached = len(values) - op_by_op
+    cached += dispatcher.direct_cached
+    return CompileStats(dispatcher.traces, dispatcher.compiles, cached, op_by_op)
 
 
 from . import _sharding  # noqa: E402  (it imports Module, which imports this file)

@@ -299,3 +299,58 @@ def test_repeat_eager_calls_on_the_fast_path_write_state_back():
     assert int(drop.rng.counter) == 3
     assert not np.array_equal(masks[1], masks[2])
     assert nn.compile_stats(drop).traces == traces
+
+
+# -- the direct route: calls that change no state run under jax.jit itself ---------------------
+
+
+class Gate(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4, seed=0)
+        self.drop = nn.Dropout(0.5, seed=1)
+
+    def __call__(self, x):
+        return self.drop(self.fc(x))
+
+
+def test_stateless_calls_take_the_direct_route_and_compile_once():
+    model = Gate().eval()
+    x = data((2, 4))
+    before = nn.compile_stats(Gate.__call__)
+    outs = [model(x) for _ in range(3)]
+    after = nn.compile_stats(Gate.__call__)
+    assert (after.traces - before.traces, after.compiles - before.compiles) == (1, 1)
+    assert type(model).__call__._blox_dispatcher.direct_cached >= 1  # the direct route's
+    np.testing.assert_array_equal(outs[0], outs[2])
+    expected = x @ model.fc.kernel + model.fc.bias[None]
+    np.testing.assert_allclose(outs[0], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_child_switched_to_training_behind_a_direct_call_still_threads_its_rng():
+    # The parent's static half is unchanged when only a child changes mode: the
+    # direct route's trace must notice the new state and hand the call over.
+    model = Gate().eval()
+    x = data((2, 4))
+    model(x)
+    model(x)  # a direct repeat call
+    model.drop.train()
+    first, second = model(x), model(x)
+    assert int(model.drop.rng.counter) == 2
+    assert not np.array_equal(first, second)  # two different dropout masks
+    model.drop.eval()
+    np.testing.assert_array_equal(model(x), model(x))
+    assert int(model.drop.rng.counter) == 2
+
+
+def test_a_type_error_of_the_method_itself_still_reaches_the_caller():
+    class Bad(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3, 3, seed=0)
+
+        def __call__(self, x):
+            return self.fc(x) + "oops"
+
+    with pytest.raises(TypeError):
+        Bad()(data((2, 3)))

@@ -1,0 +1,80 @@
+"""Why a peer beats blox on a row: the report's "Where a peer is faster" section.
+
+`_report.py` lists every row where a peer's ratio to raw JAX is below the best
+blox contender's, and looks the reason up here by the row's group, the start
+of its name and the start of the peer's name. The reasons are what was
+measured or read while investigating (docs/cnn-performance.md has the
+convolution experiments); a row with no entry says so in the report, so a new
+loss cannot hide.
+"""
+
+# (group, row name starts with, peer name starts with) -> why.
+WHY: dict[tuple[str, str, str], str] = {
+    ("compute", "CNN", "PyTorch"): (
+        "PyTorch's CPU convolutions run oneDNN kernels; XLA:CPU's convolution "
+        "emitter is 2.5-3.5x slower on this CPU for the same conv-only forward "
+        "and backward (135 ms against 33 ms), and neither `--xla_cpu_use_onednn` "
+        "nor XNNPACK changed it (docs/cnn-performance.md). Raw JAX is as slow, so "
+        "no blox-side formulation closes it."
+    ),
+    ("compute", "CNN", "Flax NNX"): (
+        "NNX and blox eager run the same variance formula now (E[x^2] - E[x]^2, "
+        "`use_fast_variance=True`, blox eager's BatchNorm default); what remains "
+        "is XLA fusing NNX's convolution + BatchNorm graph slightly differently "
+        "(its bias add sits inside the conv fusion). The quartile ranges overlap."
+    ),
+    ("recurrent", "LSTM", "PyTorch"): (
+        "torch.nn.LSTM on CPU calls one fused oneDNN RNN primitive per layer for "
+        "the whole sequence; XLA runs a while loop whose body launches a small "
+        "(32x128)@(128x512) matmul and the gate fusions per step, about 10 us "
+        "of fixed cost per step that a fused kernel does not pay."
+    ),
+    ("recurrent", "GRU", "PyTorch"): (
+        "As for the LSTM: PyTorch's GRU is one fused oneDNN RNN primitive; XLA "
+        "pays a loop iteration with separate kernels per step."
+    ),
+    ("transformer", "Transformer", "PyTorch"): (
+        "PyTorch's CPU matmuls and fused scaled-dot-product attention are oneDNN "
+        "kernels; XLA:CPU's dot emitter is slower at these small (b16 x 128) "
+        "shapes. Raw JAX is as slow: blox matches it (the blox rows are ~1.00x)."
+    ),
+    ("transformer", "Transformer", "Flax NNX"): (
+        "The same program as raw JAX and blox (all three compile to one XLA "
+        "module of equal cost); the difference is within the rows' quartile ranges."
+    ),
+    ("memory", "LSTM", "Equinox"): (
+        "Equinox and NNX leave the backward to autodiff, which saves one gate "
+        "pre-activation array per step; blox's hand-written backward (faster, "
+        "see the recurrent group) saves the five gate activations and the cell "
+        "state it needs, about 1.2x the temporary bytes."
+    ),
+    ("memory", "LSTM", "Flax NNX"): (
+        "As for Equinox: autodiff's saved residuals are smaller than the hand-"
+        "written backward's five gate arrays, which buy the recurrent group's speed."
+    ),
+    ("compile", "MLP", "PyTorch"): (
+        "PyTorch eager compiles nothing: its first step costs one step. Every JAX "
+        "library, raw JAX included, traces and compiles the step with XLA first."
+    ),
+    ("build", "", "PyTorch"): (
+        "PyTorch fills parameters with its precompiled CPU kernels; a JAX library "
+        "runs a compiled XLA program per initialiser. blox draws from one "
+        "fixed-size program per distribution (cached on disk), which is what "
+        "brings it within a small factor."
+    ),
+}
+
+
+def why(group: str, row: str, peer: str) -> str:
+    """The recorded reason `peer` beats blox on `row`, or a note that there is none.
+
+    Example:
+        >>> why("compile", "MLP, 48 layers: first train step", "PyTorch (eager)")[:29]
+        'PyTorch eager compiles nothin'
+        >>> why("compute", "a new row", "Equinox (eqx.filter_jit)")
+        'no reason recorded yet (benchmarks/_why.py)'
+    """
+    for (g, row_start, peer_start), text in WHY.items():
+        if g == group and row.startswith(row_start) and peer.startswith(peer_start):
+            return text
+    return "no reason recorded yet (benchmarks/_why.py)"
