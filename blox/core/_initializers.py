@@ -42,3 +42,23 @@ class VarianceScaling:
 
 
 LECUN_NORMAL = VarianceScaling(1.0, "fan_in", "truncated_normal")
+
+
+@dataclasses.dataclass(frozen=True)
+class Uniform:
+    """`U(-bound, bound)`, picklable: PyTorch's default init of Linear and Conv params.
+
+    The values are `jax.random.uniform(key, shape, dtype, -bound, bound)`.
+
+    Example:
+        >>> import jax
+        >>> from blox.core._initializers import Uniform
+        >>> w = Uniform(0.5)(jax.random.key(0), (3, 4))
+        >>> bool((abs(w) <= 0.5).all()), w.shape
+        (True, (3, 4))
+    """
+
+    bound: float
+
+    def __call__(self, key: Any, shape: Any, dtype: Any = jax.numpy.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -self.bound, self.bound)

@@ -5,8 +5,8 @@ default since 0.5) give element `i` of any draw the bits
 `threefry(key, i)`, whatever the shape: so the values of a flat draw of
 `n` elements are the first `n` of a longer one, and a `(784, 1024)` kernel
 is the flat draw reshaped. `sample` uses that to make the initial values of
-the common initialisers (`VarianceScaling`, hence lecun normal, and `zeros`
-and `ones`) from a few programs of one fixed chunk size, each compiled once
+the common initialisers (`VarianceScaling`, hence lecun normal; `Uniform`,
+PyTorch's default; `zeros` and `ones`) from a few programs of one fixed chunk size, each compiled once
 per process, instead of one program per parameter shape. Values are bit for
 bit those of the compiled initialiser (tests/core/test_sampling.py checks a
 spread of shapes, scales, modes and distributions).
@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._initializers import VarianceScaling
+from ._initializers import Uniform, VarianceScaling
 
 CHUNK = 1 << 16
 """Elements per call of a sampling program."""
@@ -207,6 +207,8 @@ def _draw(kind: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
             values = jax.random.truncated_normal(key, -2, 2, (CHUNK,), jnp.float32)
         elif kind == "normal":
             values = jax.random.normal(key, (CHUNK,), jnp.float32)
+        elif kind == "bounded_uniform":  # `Uniform(bound)`: `scale` is the bound
+            return jax.random.uniform(key, (CHUNK,), jnp.float32, -scale, scale)
         else:
             values = jax.random.uniform(key, (CHUNK,), jnp.float32, -1)
         return values * scale
@@ -276,11 +278,31 @@ def _fans(init: VarianceScaling, shape: tuple[int, ...]) -> float:
     }[init.mode]
 
 
+def _variance_scale(init: VarianceScaling, shape: tuple[int, ...]) -> np.float32 | None:
+    """What `init`'s unit draw is multiplied by, in float32, or `None` if not covered."""
+    if init.mode not in ("fan_in", "fan_out", "fan_avg"):
+        return None
+    if init.distribution not in ("truncated_normal", "normal", "uniform"):
+        return None
+    try:
+        denominator = _fans(init, shape)
+    except (IndexError, ZeroDivisionError):
+        return None
+    # The scale as variance_scaling computes it, in float32 (IEEE sqrt and divide).
+    variance = np.float32(init.scale / denominator)
+    if init.distribution == "truncated_normal":
+        return np.sqrt(variance) / np.float32(0.87962566103423978)
+    if init.distribution == "normal":
+        return np.sqrt(variance)
+    return np.sqrt(np.float32(3) * variance)
+
+
 def sample(init: Any, key: Any, shape: tuple[int, ...], dtype: Any) -> jax.Array | None:
     """`init(key, shape, dtype)` from the fixed-size programs, or `None` if not covered.
 
-    Covered: `jax.nn.initializers.zeros` and `ones` (any dtype, no compile) and
-    `VarianceScaling` with float32 values and a threefry key (JAX's default).
+    Covered: `jax.nn.initializers.zeros` and `ones` (any dtype, no compile), and
+    `VarianceScaling` and `Uniform` with float32 values and a threefry key
+    (JAX's default).
     Anything else returns `None`, and the caller initialises as usual.
 
     Example:
@@ -296,30 +318,23 @@ def sample(init: Any, key: Any, shape: tuple[int, ...], dtype: Any) -> jax.Array
     if init is jax.nn.initializers.zeros or init is jax.nn.initializers.ones:
         fill = np.zeros if init is jax.nn.initializers.zeros else np.ones
         return jax.device_put(fill(shape, np.dtype(dtype)))
-    if type(init) is not VarianceScaling or key is None:
+    if type(init) not in (VarianceScaling, Uniform) or key is None:
         return None
-    if np.dtype(dtype) != np.float32 or init.mode not in ("fan_in", "fan_out", "fan_avg"):
-        return None
-    if init.distribution not in ("truncated_normal", "normal", "uniform"):
+    if np.dtype(dtype) != np.float32:
         return None
     size = math.prod(shape)
     if not jax.config.jax_threefry_partitionable or not 0 < size < 2**32 - CHUNK:
         return None
     if not _threefry_key(key):
         return None
-    try:
-        denominator = _fans(init, shape)
-    except (IndexError, ZeroDivisionError):
-        return None
-    # The scale as variance_scaling computes it, in float32 (IEEE sqrt and divide).
-    variance = np.float32(init.scale / denominator)
-    if init.distribution == "truncated_normal":
-        scale = np.sqrt(variance) / np.float32(0.87962566103423978)
-    elif init.distribution == "normal":
-        scale = np.sqrt(variance)
+    if type(init) is Uniform:
+        kind, scale = "bounded_uniform", np.float32(init.bound)
     else:
-        scale = np.sqrt(np.float32(3) * variance)
-    program = _program(init.distribution)
+        found = _variance_scale(init, shape)
+        if found is None:
+            return None
+        kind, scale = init.distribution, found
+    program = _program(kind)
     k1, k2 = _key_words(key)
     out = np.empty(size, np.float32)
     for start in range(0, size, CHUNK):

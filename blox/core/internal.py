@@ -36,6 +36,7 @@ from ._checkpoint import _structure_hash as structure_hash
 from ._checkpoint import _write as write
 from ._display import _bytes as format_bytes
 from ._embed import check_ids as check_ids
+from ._initializers import Uniform as Uniform
 from ._sharding import _place as place
 from ._sharding import _sharding_of as sharding_of
 

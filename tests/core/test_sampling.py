@@ -17,7 +17,7 @@ import pytest
 import blox as bx
 from blox import eager as nn
 from blox.core import _sampling
-from blox.core._initializers import VarianceScaling
+from blox.core._initializers import Uniform, VarianceScaling
 from blox.eager import _seed
 from blox.eager._context import CONTEXT
 
@@ -48,6 +48,25 @@ def test_sampled_values_equal_the_compiled_initialiser_for_every_shape(distribut
         got = _sampling.sample(init, key, shape, jnp.float32)
         assert got.shape == shape and got.dtype == jnp.float32
         np.testing.assert_array_equal(_bits(got), _bits(want))
+
+
+def test_bounded_uniform_equals_the_compiled_initialiser_for_every_shape():
+    # PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)), at conv, dense, bias
+    # and past-a-chunk shapes, and the zero bound of an empty fan-in.
+    cases = [
+        (Uniform(1 / np.sqrt(27)), (3, 3, 3, 8)),
+        (Uniform(1 / np.sqrt(784)), (784, 16)),
+        (Uniform(0.25), (16,)),
+        (Uniform(0.5), (_sampling.CHUNK + 3,)),
+        (Uniform(0.0), (2, 3)),
+    ]
+    keys = [jax.random.fold_in(jax.random.key(n), 5) for n in range(len(cases))]
+    expected = jax.jit(lambda ks: [init(k, shape) for k, (init, shape) in zip(ks, cases)])(keys)
+    for key, (init, shape), want in zip(keys, cases, expected):
+        got = _sampling.sample(init, key, shape, jnp.float32)
+        assert got.shape == shape and got.dtype == jnp.float32
+        np.testing.assert_array_equal(_bits(got), _bits(want))
+    assert _sampling.sample(Uniform(0.5), keys[0], (3,), jnp.float16) is None
 
 
 def test_the_op_by_op_initialiser_agrees_where_jax_does_too():

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from blox import core
-from blox.core import Params
+from blox.core import Params, internal
 
 from .._seed import _hashable
 
@@ -214,14 +214,9 @@ def build_torch_core(
     return shell, rng
 
 
-@dataclasses.dataclass(frozen=True)
-class Uniform:
-    """`U(-bound, bound)`: PyTorch's default init of Linear/Conv weights and biases."""
-
-    bound: float
-
-    def __call__(self, key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Any:
-        return jax.random.uniform(key, shape, dtype, -self.bound, self.bound)
+# `U(-bound, bound)`, PyTorch's default init of Linear/Conv weights and biases: the
+# core's, so its values come from the shape-independent sampling programs.
+Uniform = internal.Uniform
 
 
 @dataclasses.dataclass(frozen=True)
