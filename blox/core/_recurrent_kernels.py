@@ -9,8 +9,19 @@ single matmuls over all steps afterwards (cuDNN's and PyTorch's scheme),
 instead of autodiff's per-step accumulation inside the loop.
 
 Layout matters on XLA:CPU: a loop fusion that takes a static slice of a
-dynamically indexed array is emitted without vector instructions, so every
-array the loops index per step holds one gate, `(time, batch, hidden)`.
+dynamically indexed `scan` input is emitted without vector instructions, so
+the arrays a `scan` indexes per step hold one gate, `(time, batch, hidden)`.
+
+The LSTM's training pass keeps one `(time, batch, 4 * hidden)` buffer for
+the gates: the forward loop overwrites step `t`'s projection with its
+activated gates, and the backward loop overwrites those with the gate
+cotangents, which are the cotangent of the projection. Both loops are
+`fori_loop`s over that buffer rather than `scan`s with stacked outputs, so
+XLA updates it in place: the pass holds the gates once, not a projection,
+activations and cotangents side by side. XLA copies a loop-carried buffer
+every iteration unless every read of it comes before its update in data
+order, so the backward loop reads step `t - 1`'s gates after writing step
+`t`'s cotangents, and every value computed from a read feeds that update.
 """
 
 from typing import Any
@@ -70,59 +81,96 @@ def lstm_sequence(
     return _lstm(forget_gate_bias, unroll, w_h, proj, h0, c0)
 
 
-def _lstm_forward(fgb: float, unroll: int, w_h: Any, proj: Any, h0: Any, c0: Any) -> Any:
-    def step(carry: Any, p: Any) -> Any:
-        h, c = carry
-        zi, zg, zf, zo = _gates(jnp.dot(h, w_h), 4)
-        pi, pg, pf, po = p
-        f = zf + pf
-        if fgb:
-            f = f + fgb
-        i, g, f, o = (
-            jax.nn.sigmoid(zi + pi),
-            jnp.tanh(zg + pg),
-            jax.nn.sigmoid(f),
-            jax.nn.sigmoid(zo + po),
-        )
-        new_c = f * c + i * g
-        new_h = o * jnp.tanh(new_c)
-        return (new_h, new_c), (new_h, (c, i, g, f, o))
+def _lstm_cell(fgb: float, w_h: Any, h: Any, c: Any, p: Any) -> Any:
+    """One step from the projection `p`, split into its gates: `(h', c', gates)`."""
+    zi, zg, zf, zo = _gates(jnp.dot(h, w_h), 4)
+    pi, pg, pf, po = p
+    f = zf + pf
+    if fgb:
+        f = f + fgb
+    i, g, f, o = (
+        jax.nn.sigmoid(zi + pi),
+        jnp.tanh(zg + pg),
+        jax.nn.sigmoid(f),
+        jax.nn.sigmoid(zo + po),
+    )
+    new_c = f * c + i * g
+    return o * jnp.tanh(new_c), new_c, (i, g, f, o)
 
-    (h, c), (hs, saved) = _scan(step, (h0, c0), tuple(_gates(proj, 4)), unroll)
-    return (hs, h, c), (w_h, h0, hs, saved)
+
+def _at(a: jax.Array, t: Any) -> jax.Array:
+    return jax.lax.dynamic_index_in_dim(a, t, keepdims=False)
+
+
+def _put(a: jax.Array, t: Any, value: jax.Array) -> jax.Array:
+    return jax.lax.dynamic_update_index_in_dim(a, value, t, 0)
+
+
+def _lstm_primal(fgb: float, unroll: int, w_h: Any, proj: Any, h0: Any, c0: Any) -> Any:
+    def step(carry: Any, p: Any) -> Any:
+        h, c, _ = _lstm_cell(fgb, w_h, *carry, p)
+        return (h, c), h
+
+    (h, c), hs = _scan(step, (h0, c0), tuple(_gates(proj, 4)), unroll)
+    return hs, h, c
+
+
+def _lstm_forward(fgb: float, unroll: int, w_h: Any, proj: Any, h0: Any, c0: Any) -> Any:
+    steps = proj.shape[0]
+    shape = proj.shape[:-1] + h0.shape[-1:]
+    if steps == 0:
+        return (jnp.zeros(shape, h0.dtype), h0, c0), (w_h, h0, None, None, proj)
+
+    def body(t: Any, carry: Any) -> Any:
+        h, c, gates, cs, hs = carry
+        new_h, new_c, acts = _lstm_cell(fgb, w_h, h, c, _gates(_at(gates, t), 4))
+        gates = _put(gates, t, jnp.concatenate(acts, axis=-1))  # over step t's projection
+        return new_h, new_c, gates, _put(cs, t, c), _put(hs, t, new_h)
+
+    init = (h0, c0, proj, jnp.zeros(shape, c0.dtype), jnp.zeros(shape, h0.dtype))
+    h, c, gates, cs, hs = jax.lax.fori_loop(0, steps, body, init, unroll=unroll)
+    return (hs, h, c), (w_h, h0, hs, cs, gates)
 
 
 def _lstm_backward(fgb: float, unroll: int, res: Any, cotangents: Any) -> Any:
     del fgb
-    w_h, h0, hs, saved = res
+    w_h, h0, hs, cs, gates = res
     d_hs, d_h, d_c = cotangents
+    steps = gates.shape[0]
+    if steps == 0:
+        return jnp.zeros_like(w_h), gates, d_h, d_c
     w_t = w_h.T
 
-    def step(carry: Any, xs: Any) -> Any:
-        dh, dc = carry
-        d_out, (c, i, g, f, o) = xs
-        dh = dh + d_out
+    def body(k: Any, carry: Any) -> Any:
+        t = steps - 1 - k
+        dh, dc, acts, gates = carry
+        i, g, f, o = _gates(acts, 4)
+        c = _at(cs, t)
+        dh = dh + _at(d_hs, t)
         tc = jnp.tanh(f * c + i * g)  # recomputed: one array less to keep
         dc = dc + dh * o * (1 - tc * tc)
+        # dc * f is the carry and a factor of the forget gate's cotangent, so
+        # that the buffer's update depends on this read of f too
+        dc_prev = dc * f
         dz = jnp.concatenate(
             [
                 dc * g * _sigmoid_grad(i),
                 dc * i * (1 - g * g),
-                dc * c * _sigmoid_grad(f),
+                dc_prev * c * (1 - f),
                 dh * tc * _sigmoid_grad(o),
             ],
             axis=-1,
         )
-        return (jnp.dot(dz, w_t), dc * f), dz
+        gates = _put(gates, t, dz)  # over step t's gates
+        # step t - 1's gates, read after that update (t = 0 reads one it drops)
+        acts = _at(gates, jnp.maximum(t - 1, 0))
+        return jnp.dot(dz, w_t), dc_prev, acts, gates
 
-    (dh0, dc0), d_proj = _scan(step, (d_h, d_c), (d_hs, saved), unroll, reverse=True)
+    init = (d_h, d_c, gates[steps - 1], gates)
+    dh0, dc0, _, d_proj = jax.lax.fori_loop(0, steps, body, init, unroll=unroll)
     h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
     d_w = jnp.dot(_flat(h_prev).T, _flat(d_proj))
     return d_w, d_proj, dh0, dc0
-
-
-def _lstm_primal(fgb: float, unroll: int, w_h: Any, proj: Any, h0: Any, c0: Any) -> Any:
-    return _lstm_forward(fgb, unroll, w_h, proj, h0, c0)[0]
 
 
 _lstm = jax.custom_vjp(_lstm_primal, nondiff_argnums=(0, 1))
