@@ -1234,7 +1234,9 @@ class GRU(RNNCellBase):
 
     As for `LSTM`, `apply` without `is_reset` or `seq_lengths` runs one
     kernel with a hand-written backward pass (`gru_sequence`); calls with
-    them, and `is_static`, scan the step.
+    them, and `is_static`, scan the step. That kernel's training loops run
+    one step per iteration whatever `unroll` says (unrolled, XLA would copy
+    their in-place buffers every iteration).
 
     Shapes:
         step: `(batch, in)` -> `(batch, hidden)`; `apply`: `(batch, time, in)`

@@ -22,6 +22,12 @@ activations and cotangents side by side. XLA copies a loop-carried buffer
 every iteration unless every read of it comes before its update in data
 order, so the backward loop reads step `t - 1`'s gates after writing step
 `t`'s cotangents, and every value computed from a read feeds that update.
+
+The GRU's training pass does the same with its two projections (`z, r` and
+the candidate's), which become `z, r` and `n`, then their cotangents. Its
+loops always run one step per iteration: in an unrolled body XLA fuses the
+reads of one step into the next step's computations, which puts reads after
+updates and brings the per-iteration copies back.
 """
 
 from typing import Any
@@ -196,7 +202,9 @@ def gru_sequence(
         proj_gates: `x @ W_gates_x + b_gates`, `(time, batch, 2 * hidden)`.
         proj_candidate: `x @ W_candidate_x + b_candidate`, `(time, batch, hidden)`.
         h0: Hidden state before the first step, `(batch, hidden)`.
-        unroll: Steps per loop iteration.
+        unroll: Steps per loop iteration of the forward pass when it is not
+            differentiated; the training pass's loops run one step per
+            iteration (see the module's notes).
 
     Returns:
         Every step's output `(time, batch, hidden)` and the final state.
@@ -212,45 +220,74 @@ def gru_sequence(
     return _gru(unroll, w_gates, w_candidate, proj_gates, proj_candidate, h0)
 
 
-def _gru_forward(unroll: int, w_g: Any, w_c: Any, p_g: Any, p_c: Any, h0: Any) -> Any:
+def _gru_cell(w_g: Any, w_c: Any, h: Any, p: Any) -> Any:
+    """One step from the projections `p = (pz, pr, pn)`: `(h', (z, r, n))`."""
+    pz, pr, pn = p
+    gz, gr = _gates(jnp.dot(h, w_g), 2)
+    z, r = jax.nn.sigmoid(pz + gz), jax.nn.sigmoid(pr + gr)
+    n = jnp.tanh(pn + jnp.dot(r * h, w_c))
+    return (1 - z) * h + z * n, (z, r, n)
+
+
+def _gru_primal(unroll: int, w_g: Any, w_c: Any, p_g: Any, p_c: Any, h0: Any) -> Any:
     def step(h: Any, p: Any) -> Any:
-        pz, pr, pn = p
-        gz, gr = _gates(jnp.dot(h, w_g), 2)
-        z, r = jax.nn.sigmoid(pz + gz), jax.nn.sigmoid(pr + gr)
-        n = jnp.tanh(pn + jnp.dot(r * h, w_c))
-        new_h = (1 - z) * h + z * n
-        return new_h, (new_h, (h, z, r, n))
+        new_h, _ = _gru_cell(w_g, w_c, h, p)
+        return new_h, new_h
 
     pz, pr = _gates(p_g, 2)
-    h, (hs, saved) = _scan(step, h0, (pz, pr, p_c), unroll)
-    return (hs, h), (w_g, w_c, saved)
+    h, hs = _scan(step, h0, (pz, pr, p_c), unroll)
+    return hs, h
+
+
+def _gru_forward(unroll: int, w_g: Any, w_c: Any, p_g: Any, p_c: Any, h0: Any) -> Any:
+    steps = p_c.shape[0]
+    if steps == 0:
+        return (jnp.zeros_like(p_c), h0), (w_g, w_c, h0, p_c, p_c, p_g, p_c)
+
+    def body(t: Any, carry: Any) -> Any:
+        h, zr, cand, hs, rh = carry
+        new_h, (z, r, n) = _gru_cell(w_g, w_c, h, (*_gates(_at(zr, t), 2), _at(cand, t)))
+        zr = _put(zr, t, jnp.concatenate([z, r], axis=-1))  # over step t's projections
+        cand = _put(cand, t, n)
+        return new_h, zr, cand, _put(hs, t, new_h), _put(rh, t, r * h)
+
+    zeros = jnp.zeros(p_c.shape, h0.dtype)
+    init = (h0, p_g, p_c, zeros, zeros)
+    h, zr, cand, hs, rh = jax.lax.fori_loop(0, steps, body, init)
+    return (hs, h), (w_g, w_c, h0, hs, rh, zr, cand)
 
 
 def _gru_backward(unroll: int, res: Any, cotangents: Any) -> Any:
-    w_g, w_c, saved = res
+    w_g, w_c, h0, hs, rh, zr, cand = res
     d_hs, d_h = cotangents
+    steps = cand.shape[0]
+    if steps == 0:
+        return jnp.zeros_like(w_g), jnp.zeros_like(w_c), zr, cand, d_h
     wg_t, wc_t = w_g.T, w_c.T
 
-    def step(dh: Any, xs: Any) -> Any:
-        d_out, (h, z, r, n) = xs
-        dh = dh + d_out
+    def body(k: Any, carry: Any) -> Any:
+        t = steps - 1 - k
+        dh, (acts, n), zr, cand = carry
+        z, r = _gates(acts, 2)
+        h = jnp.where(t == 0, h0, _at(hs, jnp.maximum(t - 1, 0)))
+        dh = dh + _at(d_hs, t)
         dn = dh * z * (1 - n * n)
         d_rh = jnp.dot(dn, wc_t)
         dzr = jnp.concatenate(
             [dh * (n - h) * _sigmoid_grad(z), d_rh * h * _sigmoid_grad(r)], axis=-1
         )
         d_prev = dh * (1 - z) + d_rh * r + jnp.dot(dzr, wg_t)
-        return d_prev, (dzr, dn)
+        zr, cand = _put(zr, t, dzr), _put(cand, t, dn)  # over step t's gates
+        # step t - 1's gates, read after those updates (t = 0 reads ones it drops)
+        prev = jnp.maximum(t - 1, 0)
+        return d_prev, (_at(zr, prev), _at(cand, prev)), zr, cand
 
-    dh0, (d_pg, d_pc) = _scan(step, d_h, (d_hs, saved), unroll, reverse=True)
-    h_prev, _, r, _ = saved
+    init = (d_h, (zr[steps - 1], cand[steps - 1]), zr, cand)
+    dh0, _, d_pg, d_pc = jax.lax.fori_loop(0, steps, body, init)
+    h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
     d_wg = jnp.dot(_flat(h_prev).T, _flat(d_pg))
-    d_wc = jnp.dot(_flat(r * h_prev).T, _flat(d_pc))
+    d_wc = jnp.dot(_flat(rh).T, _flat(d_pc))
     return d_wg, d_wc, d_pg, d_pc, dh0
-
-
-def _gru_primal(unroll: int, w_g: Any, w_c: Any, p_g: Any, p_c: Any, h0: Any) -> Any:
-    return _gru_forward(unroll, w_g, w_c, p_g, p_c, h0)[0]
 
 
 _gru = jax.custom_vjp(_gru_primal, nondiff_argnums=(0,))
