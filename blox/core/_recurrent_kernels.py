@@ -12,6 +12,11 @@ Layout matters on XLA:CPU: a loop fusion that takes a static slice of a
 dynamically indexed `scan` input is emitted without vector instructions, so
 the arrays a `scan` indexes per step hold one gate, `(time, batch, hidden)`.
 
+The LSTM takes its fused kernel over `[x, h]`, the bias and the inputs, so
+that the kernel's gradient is one matmul of every step's `[x_t, h_{t-1}]`
+against the gate cotangents, and the bias is added inside the loop rather
+than in a pass of its own over the projection.
+
 The LSTM's training pass keeps one `(time, batch, 4 * hidden)` buffer for
 the gates: the forward loop overwrites step `t`'s projection with its
 activated gates, and the backward loop overwrites those with the gate
@@ -54,19 +59,22 @@ def _flat(x: jax.Array) -> jax.Array:
 
 
 def lstm_sequence(
-    w_h: jax.Array,
-    proj: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array,
+    xs: jax.Array,
     h0: jax.Array,
     c0: jax.Array,
     *,
     forget_gate_bias: float = 0.0,
     unroll: int = 1,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """The ancestor LSTM over a projected sequence: `(hs, h_T, c_T)`.
+    """The ancestor LSTM over a sequence: `(hs, h_T, c_T)`.
 
     Args:
-        w_h: The recurrent kernel `(hidden, 4 * hidden)`, gates `i, g, f, o`.
-        proj: `x @ W_x + b` of every step, `(time, batch, 4 * hidden)`.
+        kernel: The fused kernel over `[x, h]`, `(in + hidden, 4 * hidden)`:
+            its first `in` rows multiply `x`, the rest `h`; gates `i, g, f, o`.
+        bias: `(4 * hidden,)`.
+        xs: Time-major inputs `(time, batch, in)`.
         h0: Hidden state before the first step, `(batch, hidden)`.
         c0: Cell state before the first step, `(batch, hidden)`.
         forget_gate_bias: Added to the forget gate's pre-activation.
@@ -79,12 +87,12 @@ def lstm_sequence(
     Example:
         >>> import jax.numpy as jnp
         >>> from blox.core._recurrent_kernels import lstm_sequence
-        >>> hs, h, c = lstm_sequence(jnp.zeros((2, 8)), jnp.ones((5, 3, 8)),
+        >>> hs, h, c = lstm_sequence(jnp.zeros((6, 8)), jnp.ones(8), jnp.ones((5, 3, 4)),
         ...                          jnp.zeros((3, 2)), jnp.zeros((3, 2)))
         >>> hs.shape, c.shape
         ((5, 3, 2), (3, 2))
     """
-    return _lstm(forget_gate_bias, unroll, w_h, proj, h0, c0)
+    return _lstm(forget_gate_bias, unroll, kernel, bias, xs, h0, c0)
 
 
 def _lstm_cell(fgb: float, w_h: Any, h: Any, c: Any, p: Any) -> Any:
@@ -112,40 +120,73 @@ def _put(a: jax.Array, t: Any, value: jax.Array) -> jax.Array:
     return jax.lax.dynamic_update_index_in_dim(a, value, t, 0)
 
 
-def _lstm_primal(fgb: float, unroll: int, w_h: Any, proj: Any, h0: Any, c0: Any) -> Any:
+def _plus(x: jax.Array, bias: jax.Array) -> jax.Array:
+    """`x + bias` over the last axis, broadcast explicitly (blox runs under rank promotion 'raise')."""
+    return x + bias.reshape((1,) * (x.ndim - 1) + bias.shape)
+
+
+def _input_product(kernel: Any, xs: Any) -> Any:
+    """`xs @ kernel[:in]`, as one 2-D matmul (XLA:CPU runs rank-3 dots slowly)."""
+    size = xs.shape[-1]
+    y = jnp.dot(_flat(xs), kernel[:size])
+    return y.reshape(xs.shape[:-1] + y.shape[-1:])
+
+
+def _lstm_primal(fgb: float, unroll: int, kernel: Any, bias: Any, xs: Any, h0: Any, c0: Any) -> Any:
+    w_h = kernel[xs.shape[-1] :]
+
     def step(carry: Any, p: Any) -> Any:
         h, c, _ = _lstm_cell(fgb, w_h, *carry, p)
         return (h, c), h
 
+    proj = _plus(_input_product(kernel, xs), bias)
     (h, c), hs = _scan(step, (h0, c0), tuple(_gates(proj, 4)), unroll)
     return hs, h, c
 
 
-def _lstm_forward(fgb: float, unroll: int, w_h: Any, proj: Any, h0: Any, c0: Any) -> Any:
-    steps = proj.shape[0]
-    shape = proj.shape[:-1] + h0.shape[-1:]
+def _lstm_forward(
+    fgb: float, unroll: int, kernel: Any, bias: Any, xs: Any, h0: Any, c0: Any
+) -> Any:
+    steps, w_h = xs.shape[0], kernel[xs.shape[-1] :]
+    shape = xs.shape[:-1] + h0.shape[-1:]
     if steps == 0:
-        return (jnp.zeros(shape, h0.dtype), h0, c0), (w_h, h0, None, None, proj)
+        gates = jnp.zeros(xs.shape[:-1] + bias.shape, bias.dtype)
+        return (jnp.zeros(shape, h0.dtype), h0, c0), (kernel, xs, h0, None, None, gates)
 
     def body(t: Any, carry: Any) -> Any:
         h, c, gates, cs, hs = carry
-        new_h, new_c, acts = _lstm_cell(fgb, w_h, h, c, _gates(_at(gates, t), 4))
+        # the bias is added here rather than to the whole projection first:
+        # the same sums, one pass over a (time, batch, 4 * hidden) array less
+        p = _gates(_plus(_at(gates, t), bias), 4)
+        new_h, new_c, acts = _lstm_cell(fgb, w_h, h, c, p)
         gates = _put(gates, t, jnp.concatenate(acts, axis=-1))  # over step t's projection
         return new_h, new_c, gates, _put(cs, t, c), _put(hs, t, new_h)
 
-    init = (h0, c0, proj, jnp.zeros(shape, c0.dtype), jnp.zeros(shape, h0.dtype))
+    init = (
+        h0,
+        c0,
+        _input_product(kernel, xs),
+        jnp.zeros(shape, c0.dtype),
+        jnp.zeros(shape, h0.dtype),
+    )
     h, c, gates, cs, hs = jax.lax.fori_loop(0, steps, body, init, unroll=unroll)
-    return (hs, h, c), (w_h, h0, hs, cs, gates)
+    return (hs, h, c), (kernel, xs, h0, hs, cs, gates)
 
 
 def _lstm_backward(fgb: float, unroll: int, res: Any, cotangents: Any) -> Any:
     del fgb
-    w_h, h0, hs, cs, gates = res
+    kernel, xs, h0, hs, cs, gates = res
     d_hs, d_h, d_c = cotangents
-    steps = gates.shape[0]
+    steps, size = xs.shape[0], xs.shape[-1]
     if steps == 0:
-        return jnp.zeros_like(w_h), gates, d_h, d_c
-    w_t = w_h.T
+        return (
+            jnp.zeros_like(kernel),
+            jnp.zeros(gates.shape[-1:], gates.dtype),
+            jnp.zeros_like(xs),
+            d_h,
+            d_c,
+        )
+    w_t = kernel[size:].T
 
     def body(k: Any, carry: Any) -> Any:
         t = steps - 1 - k
@@ -174,9 +215,13 @@ def _lstm_backward(fgb: float, unroll: int, res: Any, cotangents: Any) -> Any:
 
     init = (d_h, d_c, gates[steps - 1], gates)
     dh0, dc0, _, d_proj = jax.lax.fori_loop(0, steps, body, init, unroll=unroll)
-    h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
-    d_w = jnp.dot(_flat(h_prev).T, _flat(d_proj))
-    return d_w, d_proj, dh0, dc0
+    # the kernel's gradient is one matmul of every step's [x_t, h_{t-1}]
+    # against the gates' cotangents
+    inputs = jnp.concatenate([xs, jnp.concatenate([h0[None], hs[:-1]], axis=0)], axis=-1)
+    d_proj = _flat(d_proj)
+    d_kernel = jnp.dot(_flat(inputs).T, d_proj)
+    d_xs = jnp.dot(d_proj, kernel[:size].T).reshape(xs.shape)
+    return d_kernel, jnp.sum(d_proj, axis=0), d_xs, dh0, dc0
 
 
 _lstm = jax.custom_vjp(_lstm_primal, nondiff_argnums=(0, 1))

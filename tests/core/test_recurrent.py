@@ -840,17 +840,18 @@ def test_lstm_kernel_forget_gate_bias_matches_the_per_step_form() -> None:
         np.testing.assert_allclose(a, b, **KERNEL_TOL)
 
 
-def _plain_lstm(w_h, proj, h0, c0, forget_gate_bias):
-    """The ancestor LSTM over a projected sequence, as a plain `lax.scan` (autodiff)."""
+def _plain_lstm(kernel, bias, xs, h0, c0, forget_gate_bias):
+    """The ancestor LSTM, `[x, h] @ kernel + bias` per step, as a plain `lax.scan` (autodiff)."""
 
-    def step(carry, p):
+    def step(carry, x):
         h, c = carry
-        i, g, f, o = jnp.split(h @ w_h + p, 4, axis=-1)
+        z = jnp.concatenate([x, h], axis=-1) @ kernel
+        i, g, f, o = jnp.split(z + bias.reshape((1,) * (z.ndim - 1) + bias.shape), 4, axis=-1)
         c = jax.nn.sigmoid(f + forget_gate_bias) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
         return (h, c), h
 
-    (h, c), hs = jax.lax.scan(step, (h0, c0), proj)
+    (h, c), hs = jax.lax.scan(step, (h0, c0), xs)
     return hs, h, c
 
 
@@ -863,35 +864,37 @@ def test_lstm_sequence_gradients_match_autodiff_of_a_plain_scan(
 ) -> None:
     # The training pass overwrites the projection with the gates and those
     # with their cotangents in one buffer (see `_recurrent_kernels`); every
-    # output and gradient must still be the plain scan's, up to float32 rounding.
+    # output and gradient, the inputs' included, must still be the plain
+    # scan's, up to float32 rounding.
     from blox.core._recurrent_kernels import lstm_sequence
 
-    hidden = 5
-    keys = jax.random.split(jax.random.key(3), 5)
-    w_h = 0.5 * jax.random.normal(keys[0], (hidden, 4 * hidden))
-    proj = jax.random.normal(keys[1], (steps, *batch, 4 * hidden))
-    h0, c0 = (jax.random.normal(k, (*batch, hidden)) for k in keys[2:4])
-    target = jax.random.normal(keys[4], (steps, *batch, hidden))
+    features, hidden = 4, 5
+    keys = jax.random.split(jax.random.key(3), 6)
+    kernel = 0.5 * jax.random.normal(keys[0], (features + hidden, 4 * hidden))
+    bias = jax.random.normal(keys[1], (4 * hidden,))
+    xs = jax.random.normal(keys[2], (steps, *batch, features))
+    h0, c0 = (jax.random.normal(k, (*batch, hidden)) for k in keys[3:5])
+    target = jax.random.normal(keys[5], (steps, *batch, hidden))
 
     def loss(run):
         def value(*args):
             hs, h, c = run(*args)
             return jnp.sum((hs - target) ** 2) + jnp.sum(jnp.sin(h)) + jnp.sum(c * c), (hs, h, c)
 
-        return jax.jit(jax.value_and_grad(value, argnums=(0, 1, 2, 3), has_aux=True))
+        return jax.jit(jax.value_and_grad(value, argnums=(0, 1, 2, 3, 4), has_aux=True))
 
-    def kernel(*args):
+    def kernel_run(*args):
         return lstm_sequence(*args, forget_gate_bias=forget_gate_bias, unroll=unroll)
 
     def plain(*args):
         return _plain_lstm(*args, forget_gate_bias)
 
-    args = (w_h, proj, h0, c0)
+    args = (kernel, bias, xs, h0, c0)
     ((got, got_outs), got_grads), ((want, want_outs), want_grads) = (
-        loss(kernel)(*args),
+        loss(kernel_run)(*args),
         loss(plain)(*args),
     )
-    # float32 rounding: the weight gradient is one matmul over all steps
+    # float32 rounding: the kernel's gradient is one matmul over all steps
     # instead of a per-step sum, and the gates' derivatives are factored differently
     tol = {"rtol": 1e-5, "atol": 1e-6}
     np.testing.assert_allclose(got, want, **tol)
