@@ -1321,10 +1321,11 @@ class GRU(RNNCellBase):
         self, params: Params, inputs: jax.Array, carry: GRUState, unroll: int
     ) -> tuple[tuple[jax.Array, GRUState], Params]:
         """Time-major `(time, batch, in)` inputs through `gru_sequence` (see `scan_cell`)."""
-        (p_gates, p_candidate), params = self.project(params, inputs)
-        (w_gates, w_candidate), params = self.recurrent_weights(params)
+        rows = inputs.shape[-1] + self.hidden_size
+        (k_gates, b_gates), params = _fused_params(self.gates, params, rows)
+        (k_candidate, b_candidate), params = _fused_params(self.candidate, params, rows)
         hs, h = gru_sequence(
-            w_gates, w_candidate, p_gates, p_candidate, carry.hidden, unroll=unroll
+            k_gates, b_gates, k_candidate, b_candidate, inputs, carry.hidden, unroll=unroll
         )
         return (hs, GRUState(hidden=h)), params
 

@@ -28,11 +28,12 @@ every iteration unless every read of it comes before its update in data
 order, so the backward loop reads step `t - 1`'s gates after writing step
 `t`'s cotangents, and every value computed from a read feeds that update.
 
-The GRU's training pass does the same with its two projections (`z, r` and
-the candidate's), which become `z, r` and `n`, then their cotangents. Its
-loops always run one step per iteration: in an unrolled body XLA fuses the
-reads of one step into the next step's computations, which puts reads after
-updates and brings the per-iteration copies back.
+The GRU takes its two fused kernels and biases likewise, and its training
+pass does the same with its two projections (`z, r` and the candidate's),
+which become `z, r` and `n`, then their cotangents. Its loops always run
+one step per iteration: in an unrolled body XLA fuses the reads of one step
+into the next step's computations, which puts reads after updates and brings
+the per-iteration copies back.
 """
 
 from typing import Any
@@ -229,23 +230,25 @@ _lstm.defvjp(_lstm_forward, _lstm_backward)
 
 
 def gru_sequence(
-    w_gates: jax.Array,
-    w_candidate: jax.Array,
-    proj_gates: jax.Array,
-    proj_candidate: jax.Array,
+    gates_kernel: jax.Array,
+    gates_bias: jax.Array,
+    candidate_kernel: jax.Array,
+    candidate_bias: jax.Array,
+    xs: jax.Array,
     h0: jax.Array,
     *,
     unroll: int = 1,
 ) -> tuple[jax.Array, jax.Array]:
-    """The ancestor GRU over a projected sequence: `(hs, h_T)`.
+    """The ancestor GRU over a sequence: `(hs, h_T)`.
 
     Args:
-        w_gates: Recurrent rows of the gates kernel `(hidden, 2 * hidden)`,
+        gates_kernel: The gates' kernel over `[x, h]`, `(in + hidden, 2 * hidden)`,
             gates `z, r`.
-        w_candidate: Recurrent rows of the candidate kernel `(hidden, hidden)`
-            (they multiply `r * h`).
-        proj_gates: `x @ W_gates_x + b_gates`, `(time, batch, 2 * hidden)`.
-        proj_candidate: `x @ W_candidate_x + b_candidate`, `(time, batch, hidden)`.
+        gates_bias: `(2 * hidden,)`.
+        candidate_kernel: The candidate's kernel over `[x, r * h]`,
+            `(in + hidden, hidden)`.
+        candidate_bias: `(hidden,)`.
+        xs: Time-major inputs `(time, batch, in)`.
         h0: Hidden state before the first step, `(batch, hidden)`.
         unroll: Steps per loop iteration of the forward pass when it is not
             differentiated; the training pass's loops run one step per
@@ -257,12 +260,12 @@ def gru_sequence(
     Example:
         >>> import jax.numpy as jnp
         >>> from blox.core._recurrent_kernels import gru_sequence
-        >>> hs, h = gru_sequence(jnp.zeros((2, 4)), jnp.zeros((2, 2)),
-        ...                      jnp.ones((5, 3, 4)), jnp.ones((5, 3, 2)), jnp.zeros((3, 2)))
+        >>> hs, h = gru_sequence(jnp.zeros((5, 4)), jnp.ones(4), jnp.zeros((5, 2)),
+        ...                      jnp.ones(2), jnp.ones((6, 3, 3)), jnp.zeros((3, 2)))
         >>> hs.shape, h.shape
-        ((5, 3, 2), (3, 2))
+        ((6, 3, 2), (3, 2))
     """
-    return _gru(unroll, w_gates, w_candidate, proj_gates, proj_candidate, h0)
+    return _gru(unroll, gates_kernel, gates_bias, candidate_kernel, candidate_bias, xs, h0)
 
 
 def _gru_cell(w_g: Any, w_c: Any, h: Any, p: Any) -> Any:
@@ -274,41 +277,59 @@ def _gru_cell(w_g: Any, w_c: Any, h: Any, p: Any) -> Any:
     return (1 - z) * h + z * n, (z, r, n)
 
 
-def _gru_primal(unroll: int, w_g: Any, w_c: Any, p_g: Any, p_c: Any, h0: Any) -> Any:
+def _gru_primal(unroll: int, k_g: Any, b_g: Any, k_c: Any, b_c: Any, xs: Any, h0: Any) -> Any:
+    size = xs.shape[-1]
+    w_g, w_c = k_g[size:], k_c[size:]
+
     def step(h: Any, p: Any) -> Any:
         new_h, _ = _gru_cell(w_g, w_c, h, p)
         return new_h, new_h
 
-    pz, pr = _gates(p_g, 2)
-    h, hs = _scan(step, h0, (pz, pr, p_c), unroll)
+    pz, pr = _gates(_plus(_input_product(k_g, xs), b_g), 2)
+    h, hs = _scan(step, h0, (pz, pr, _plus(_input_product(k_c, xs), b_c)), unroll)
     return hs, h
 
 
-def _gru_forward(unroll: int, w_g: Any, w_c: Any, p_g: Any, p_c: Any, h0: Any) -> Any:
-    steps = p_c.shape[0]
+def _gru_forward(unroll: int, k_g: Any, b_g: Any, k_c: Any, b_c: Any, xs: Any, h0: Any) -> Any:
+    del unroll
+    steps, size = xs.shape[0], xs.shape[-1]
+    w_g, w_c = k_g[size:], k_c[size:]
+    shape = xs.shape[:-1] + h0.shape[-1:]
     if steps == 0:
-        return (jnp.zeros_like(p_c), h0), (w_g, w_c, h0, p_c, p_c, p_g, p_c)
+        zeros = jnp.zeros(shape, h0.dtype)
+        zr = jnp.zeros(xs.shape[:-1] + b_g.shape, b_g.dtype)
+        return (zeros, h0), (k_g, k_c, xs, h0, zeros, zeros, zr, zeros)
 
     def body(t: Any, carry: Any) -> Any:
         h, zr, cand, hs, rh = carry
-        new_h, (z, r, n) = _gru_cell(w_g, w_c, h, (*_gates(_at(zr, t), 2), _at(cand, t)))
+        # the biases are added here, as in the LSTM
+        p = (*_gates(_plus(_at(zr, t), b_g), 2), _plus(_at(cand, t), b_c))
+        new_h, (z, r, n) = _gru_cell(w_g, w_c, h, p)
         zr = _put(zr, t, jnp.concatenate([z, r], axis=-1))  # over step t's projections
         cand = _put(cand, t, n)
         return new_h, zr, cand, _put(hs, t, new_h), _put(rh, t, r * h)
 
-    zeros = jnp.zeros(p_c.shape, h0.dtype)
-    init = (h0, p_g, p_c, zeros, zeros)
+    zeros = jnp.zeros(shape, h0.dtype)
+    init = (h0, _input_product(k_g, xs), _input_product(k_c, xs), zeros, zeros)
     h, zr, cand, hs, rh = jax.lax.fori_loop(0, steps, body, init)
-    return (hs, h), (w_g, w_c, h0, hs, rh, zr, cand)
+    return (hs, h), (k_g, k_c, xs, h0, hs, rh, zr, cand)
 
 
 def _gru_backward(unroll: int, res: Any, cotangents: Any) -> Any:
-    w_g, w_c, h0, hs, rh, zr, cand = res
+    del unroll
+    k_g, k_c, xs, h0, hs, rh, zr, cand = res
     d_hs, d_h = cotangents
-    steps = cand.shape[0]
+    steps, size = xs.shape[0], xs.shape[-1]
     if steps == 0:
-        return jnp.zeros_like(w_g), jnp.zeros_like(w_c), zr, cand, d_h
-    wg_t, wc_t = w_g.T, w_c.T
+        return (
+            jnp.zeros_like(k_g),
+            jnp.zeros(zr.shape[-1:], zr.dtype),
+            jnp.zeros_like(k_c),
+            jnp.zeros(cand.shape[-1:], cand.dtype),
+            jnp.zeros_like(xs),
+            d_h,
+        )
+    wg_t, wc_t = k_g[size:].T, k_c[size:].T
 
     def body(k: Any, carry: Any) -> Any:
         t = steps - 1 - k
@@ -329,10 +350,15 @@ def _gru_backward(unroll: int, res: Any, cotangents: Any) -> Any:
 
     init = (d_h, (zr[steps - 1], cand[steps - 1]), zr, cand)
     dh0, _, d_pg, d_pc = jax.lax.fori_loop(0, steps, body, init)
+    # each kernel's gradient is one matmul of its per-step inputs against
+    # its cotangents: [x_t, h_{t-1}] for the gates, [x_t, r_t * h_{t-1}] for n
     h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
-    d_wg = jnp.dot(_flat(h_prev).T, _flat(d_pg))
-    d_wc = jnp.dot(_flat(rh).T, _flat(d_pc))
-    return d_wg, d_wc, d_pg, d_pc, dh0
+    d_pg, d_pc = _flat(d_pg), _flat(d_pc)
+    d_kg = jnp.dot(_flat(jnp.concatenate([xs, h_prev], axis=-1)).T, d_pg)
+    d_kc = jnp.dot(_flat(jnp.concatenate([xs, rh], axis=-1)).T, d_pc)
+    d_xs = jnp.dot(d_pg, k_g[:size].T) + jnp.dot(d_pc, k_c[:size].T)
+    sums = jnp.sum(d_pg, axis=0), jnp.sum(d_pc, axis=0)
+    return d_kg, sums[0], d_kc, sums[1], d_xs.reshape(xs.shape), dh0
 
 
 _gru = jax.custom_vjp(_gru_primal, nondiff_argnums=(0,))

@@ -903,17 +903,21 @@ def test_lstm_sequence_gradients_match_autodiff_of_a_plain_scan(
         np.testing.assert_allclose(a, b, **tol)
 
 
-def _plain_gru(w_gates, w_candidate, proj_gates, proj_candidate, h0):
-    """The ancestor GRU over projected sequences, as a plain `lax.scan` (autodiff)."""
+def _plain_gru(gates_kernel, gates_bias, candidate_kernel, candidate_bias, xs, h0):
+    """The ancestor GRU over `[x, h]` and `[x, r * h]`, as a plain `lax.scan` (autodiff)."""
 
-    def step(h, p):
-        pg, pc = p
-        z, r = jnp.split(jax.nn.sigmoid(pg + h @ w_gates), 2, axis=-1)
-        n = jnp.tanh(pc + (r * h) @ w_candidate)
+    def lead(bias, ndim):
+        return bias.reshape((1,) * (ndim - 1) + bias.shape)
+
+    def step(h, x):
+        zr = jnp.concatenate([x, h], axis=-1) @ gates_kernel
+        z, r = jnp.split(jax.nn.sigmoid(zr + lead(gates_bias, zr.ndim)), 2, axis=-1)
+        n = jnp.concatenate([x, r * h], axis=-1) @ candidate_kernel
+        n = jnp.tanh(n + lead(candidate_bias, n.ndim))
         h = (1 - z) * h + z * n
         return h, h
 
-    h, hs = jax.lax.scan(step, h0, (proj_gates, proj_candidate))
+    h, hs = jax.lax.scan(step, h0, xs)
     return hs, h
 
 
@@ -926,28 +930,30 @@ def test_gru_sequence_gradients_match_autodiff_of_a_plain_scan(
     # As for the LSTM: the training pass overwrites the projections in place.
     from blox.core._recurrent_kernels import gru_sequence
 
-    hidden = 5
-    keys = jax.random.split(jax.random.key(4), 6)
-    w_gates = 0.5 * jax.random.normal(keys[0], (hidden, 2 * hidden))
-    w_candidate = 0.5 * jax.random.normal(keys[1], (hidden, hidden))
-    proj_gates = jax.random.normal(keys[2], (steps, *batch, 2 * hidden))
-    proj_candidate = jax.random.normal(keys[3], (steps, *batch, hidden))
-    h0 = jax.random.normal(keys[4], (*batch, hidden))
-    target = jax.random.normal(keys[5], (steps, *batch, hidden))
+    features, hidden = 4, 5
+    keys = jax.random.split(jax.random.key(4), 7)
+    args = (
+        0.5 * jax.random.normal(keys[0], (features + hidden, 2 * hidden)),
+        jax.random.normal(keys[1], (2 * hidden,)),
+        0.5 * jax.random.normal(keys[2], (features + hidden, hidden)),
+        jax.random.normal(keys[3], (hidden,)),
+        jax.random.normal(keys[4], (steps, *batch, features)),
+        jax.random.normal(keys[5], (*batch, hidden)),
+    )
+    target = jax.random.normal(keys[6], (steps, *batch, hidden))
 
     def loss(run):
         def value(*args):
             hs, h = run(*args)
             return jnp.sum((hs - target) ** 2) + jnp.sum(jnp.sin(h)), (hs, h)
 
-        return jax.jit(jax.value_and_grad(value, argnums=(0, 1, 2, 3, 4), has_aux=True))
+        return jax.jit(jax.value_and_grad(value, argnums=tuple(range(6)), has_aux=True))
 
-    args = (w_gates, w_candidate, proj_gates, proj_candidate, h0)
     ((got, got_outs), got_grads), ((want, want_outs), want_grads) = (
         loss(lambda *a: gru_sequence(*a, unroll=unroll))(*args),
         loss(_plain_gru)(*args),
     )
-    # float32 rounding: the weight gradients are one matmul over all steps
+    # float32 rounding: the kernels' gradients are one matmul over all steps
     # instead of a per-step sum
     tol = {"rtol": 1e-5, "atol": 1e-6}
     np.testing.assert_allclose(got, want, **tol)
