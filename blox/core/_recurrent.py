@@ -1159,11 +1159,13 @@ class LSTM(RNNCellBase):
         self, params: Params, inputs: jax.Array, carry: LSTMState, unroll: int
     ) -> tuple[tuple[jax.Array, LSTMState], Params]:
         """Time-major `(time, batch, in)` inputs through `lstm_sequence` (see `scan_cell`)."""
-        proj, params = self.project(params, inputs)
-        w_h, params = self.recurrent_weights(params)
+        (kernel, bias), params = _fused_params(
+            self.gates, params, inputs.shape[-1] + self.hidden_size
+        )
         hs, h, c = lstm_sequence(
-            w_h,
-            proj,
+            kernel,
+            bias,
+            inputs,
             carry.hidden,
             carry.cell,
             forget_gate_bias=self.forget_gate_bias,
@@ -1193,10 +1195,10 @@ class LSTM(RNNCellBase):
         return (hidden, LSTMState(hidden=hidden, cell=cell)), params
 
 
-def _fused_input(
-    linear: Linear, params: Params, inputs: jax.Array, rows: int
-) -> tuple[jax.Array, Params]:
-    """`inputs @ kernel[:in] + bias` of a `Linear` whose input is `[x, h]`."""
+def _fused_params(
+    linear: Linear, params: Params, rows: int
+) -> tuple[tuple[jax.Array, jax.Array], Params]:
+    """`(kernel, bias)` of a `Linear` whose input is `[x, h]`, `rows` = `in + hidden`."""
     kernel, params = linear.get_param(
         params,
         "kernel",
@@ -1213,6 +1215,14 @@ def _fused_input(
         metadata=linear.bias_metadata,
         rng=linear.rng,
     )
+    return (kernel, bias), params
+
+
+def _fused_input(
+    linear: Linear, params: Params, inputs: jax.Array, rows: int
+) -> tuple[jax.Array, Params]:
+    """`inputs @ kernel[:in] + bias` of a `Linear` whose input is `[x, h]`."""
+    (kernel, bias), params = _fused_params(linear, params, rows)
     y = _matmul(inputs, kernel[: inputs.shape[-1]])
     return y + _lead(bias, y.ndim), params
 
@@ -1234,7 +1244,9 @@ class GRU(RNNCellBase):
 
     As for `LSTM`, `apply` without `is_reset` or `seq_lengths` runs one
     kernel with a hand-written backward pass (`gru_sequence`); calls with
-    them, and `is_static`, scan the step.
+    them, and `is_static`, scan the step. That kernel's training loops run
+    one step per iteration whatever `unroll` says (unrolled, XLA would copy
+    their in-place buffers every iteration).
 
     Shapes:
         step: `(batch, in)` -> `(batch, hidden)`; `apply`: `(batch, time, in)`
@@ -1309,10 +1321,11 @@ class GRU(RNNCellBase):
         self, params: Params, inputs: jax.Array, carry: GRUState, unroll: int
     ) -> tuple[tuple[jax.Array, GRUState], Params]:
         """Time-major `(time, batch, in)` inputs through `gru_sequence` (see `scan_cell`)."""
-        (p_gates, p_candidate), params = self.project(params, inputs)
-        (w_gates, w_candidate), params = self.recurrent_weights(params)
+        rows = inputs.shape[-1] + self.hidden_size
+        (k_gates, b_gates), params = _fused_params(self.gates, params, rows)
+        (k_candidate, b_candidate), params = _fused_params(self.candidate, params, rows)
         hs, h = gru_sequence(
-            w_gates, w_candidate, p_gates, p_candidate, carry.hidden, unroll=unroll
+            k_gates, b_gates, k_candidate, b_candidate, inputs, carry.hidden, unroll=unroll
         )
         return (hs, GRUState(hidden=h)), params
 

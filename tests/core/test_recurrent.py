@@ -838,3 +838,125 @@ def test_lstm_kernel_forget_gate_bias_matches_the_per_step_form() -> None:
     np.testing.assert_allclose(ys_fast, ys_plain, **KERNEL_TOL)
     for a, b in zip(jax.tree.leaves(grad_fast), jax.tree.leaves(grad_plain)):
         np.testing.assert_allclose(a, b, **KERNEL_TOL)
+
+
+def _plain_lstm(kernel, bias, xs, h0, c0, forget_gate_bias):
+    """The ancestor LSTM, `[x, h] @ kernel + bias` per step, as a plain `lax.scan` (autodiff)."""
+
+    def step(carry, x):
+        h, c = carry
+        z = jnp.concatenate([x, h], axis=-1) @ kernel
+        i, g, f, o = jnp.split(z + bias.reshape((1,) * (z.ndim - 1) + bias.shape), 4, axis=-1)
+        c = jax.nn.sigmoid(f + forget_gate_bias) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return (h, c), h
+
+    (h, c), hs = jax.lax.scan(step, (h0, c0), xs)
+    return hs, h, c
+
+
+@pytest.mark.parametrize(
+    ("steps", "batch", "unroll", "forget_gate_bias"),
+    [(7, (3,), 1, 0.0), (7, (2, 3), 3, 1.5), (1, (3,), 1, 0.0), (0, (3,), 2, 1.0)],
+)
+def test_lstm_sequence_gradients_match_autodiff_of_a_plain_scan(
+    steps: int, batch: tuple[int, ...], unroll: int, forget_gate_bias: float
+) -> None:
+    # The training pass overwrites the projection with the gates and those
+    # with their cotangents in one buffer (see `_recurrent_kernels`); every
+    # output and gradient, the inputs' included, must still be the plain
+    # scan's, up to float32 rounding.
+    from blox.core._recurrent_kernels import lstm_sequence
+
+    features, hidden = 4, 5
+    keys = jax.random.split(jax.random.key(3), 6)
+    kernel = 0.5 * jax.random.normal(keys[0], (features + hidden, 4 * hidden))
+    bias = jax.random.normal(keys[1], (4 * hidden,))
+    xs = jax.random.normal(keys[2], (steps, *batch, features))
+    h0, c0 = (jax.random.normal(k, (*batch, hidden)) for k in keys[3:5])
+    target = jax.random.normal(keys[5], (steps, *batch, hidden))
+
+    def loss(run):
+        def value(*args):
+            hs, h, c = run(*args)
+            return jnp.sum((hs - target) ** 2) + jnp.sum(jnp.sin(h)) + jnp.sum(c * c), (hs, h, c)
+
+        return jax.jit(jax.value_and_grad(value, argnums=(0, 1, 2, 3, 4), has_aux=True))
+
+    def kernel_run(*args):
+        return lstm_sequence(*args, forget_gate_bias=forget_gate_bias, unroll=unroll)
+
+    def plain(*args):
+        return _plain_lstm(*args, forget_gate_bias)
+
+    args = (kernel, bias, xs, h0, c0)
+    ((got, got_outs), got_grads), ((want, want_outs), want_grads) = (
+        loss(kernel_run)(*args),
+        loss(plain)(*args),
+    )
+    # float32 rounding: the kernel's gradient is one matmul over all steps
+    # instead of a per-step sum, and the gates' derivatives are factored differently
+    tol = {"rtol": 1e-5, "atol": 1e-6}
+    np.testing.assert_allclose(got, want, **tol)
+    for a, b in zip(got_outs + got_grads, want_outs + want_grads):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, **tol)
+
+
+def _plain_gru(gates_kernel, gates_bias, candidate_kernel, candidate_bias, xs, h0):
+    """The ancestor GRU over `[x, h]` and `[x, r * h]`, as a plain `lax.scan` (autodiff)."""
+
+    def lead(bias, ndim):
+        return bias.reshape((1,) * (ndim - 1) + bias.shape)
+
+    def step(h, x):
+        zr = jnp.concatenate([x, h], axis=-1) @ gates_kernel
+        z, r = jnp.split(jax.nn.sigmoid(zr + lead(gates_bias, zr.ndim)), 2, axis=-1)
+        n = jnp.concatenate([x, r * h], axis=-1) @ candidate_kernel
+        n = jnp.tanh(n + lead(candidate_bias, n.ndim))
+        h = (1 - z) * h + z * n
+        return h, h
+
+    h, hs = jax.lax.scan(step, h0, xs)
+    return hs, h
+
+
+@pytest.mark.parametrize(
+    ("steps", "batch", "unroll"), [(7, (3,), 1), (7, (2, 3), 3), (1, (3,), 1), (0, (3,), 2)]
+)
+def test_gru_sequence_gradients_match_autodiff_of_a_plain_scan(
+    steps: int, batch: tuple[int, ...], unroll: int
+) -> None:
+    # As for the LSTM: the training pass overwrites the projections in place.
+    from blox.core._recurrent_kernels import gru_sequence
+
+    features, hidden = 4, 5
+    keys = jax.random.split(jax.random.key(4), 7)
+    args = (
+        0.5 * jax.random.normal(keys[0], (features + hidden, 2 * hidden)),
+        jax.random.normal(keys[1], (2 * hidden,)),
+        0.5 * jax.random.normal(keys[2], (features + hidden, hidden)),
+        jax.random.normal(keys[3], (hidden,)),
+        jax.random.normal(keys[4], (steps, *batch, features)),
+        jax.random.normal(keys[5], (*batch, hidden)),
+    )
+    target = jax.random.normal(keys[6], (steps, *batch, hidden))
+
+    def loss(run):
+        def value(*args):
+            hs, h = run(*args)
+            return jnp.sum((hs - target) ** 2) + jnp.sum(jnp.sin(h)), (hs, h)
+
+        return jax.jit(jax.value_and_grad(value, argnums=tuple(range(6)), has_aux=True))
+
+    ((got, got_outs), got_grads), ((want, want_outs), want_grads) = (
+        loss(lambda *a: gru_sequence(*a, unroll=unroll))(*args),
+        loss(_plain_gru)(*args),
+    )
+    # float32 rounding: the kernels' gradients are one matmul over all steps
+    # instead of a per-step sum
+    tol = {"rtol": 1e-5, "atol": 1e-6}
+    np.testing.assert_allclose(got, want, **tol)
+    for a, b in zip(got_outs + got_grads, want_outs + want_grads):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, **tol)
