@@ -48,7 +48,8 @@ def normal(key: Any, shape: tuple[int, ...]) -> jax.Array:
         >>> bool(np.array_equal(got, jax.random.normal(jax.random.key(3), (2, 5))))
         True
     """
-    if not jax.config.jax_threefry_partitionable:  # the flat-prefix property needs it
+    traced = isinstance(key, jax.core.Tracer)  # inside a jit: nothing to save
+    if traced or not jax.config.jax_threefry_partitionable:  # the flat-prefix property
         key = jax.random.key(key) if isinstance(key, int) else key
         return jax.random.normal(key, shape)
     if isinstance(key, int):
@@ -56,6 +57,26 @@ def normal(key: Any, shape: tuple[int, ...]) -> jax.Array:
     n = math.prod(shape)
     flat = np.asarray(_flat_draw(max(1024, 1 << (n - 1).bit_length()))(key))
     return jnp.asarray(flat[:n].reshape(shape))
+
+
+def normal_init(stddev: float = 1.0) -> Any:
+    """`jax.nn.initializers.normal(stddev)` with its values, drawn by `normal` in float32.
+
+    Example:
+        >>> import jax, numpy as np
+        >>> key = jax.random.key(0)
+        >>> want = jax.nn.initializers.normal(0.5)(key, (3, 4))
+        >>> bool(np.array_equal(normal_init(0.5)(key, (3, 4)), want))
+        True
+    """
+    reference = jax.nn.initializers.normal(stddev)
+
+    def init(key: Any, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        if jnp.dtype(dtype) != jnp.float32 or isinstance(key, jax.core.Tracer):
+            return reference(key, shape, dtype)
+        return jnp.asarray(np.asarray(normal(key, shape)) * np.float32(stddev))
+
+    return init
 
 
 def probe(shape: tuple[int, ...], seed: int = 7) -> jax.Array:
