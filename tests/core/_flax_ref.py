@@ -121,7 +121,9 @@ def agree(
     blox_kwargs = blox_kwargs or {}
     variables = flax_module.init(jax.random.key(3), x, **flax_kwargs)
     params = to_blox(variables.get("params", {}), prefix)
-    r = probe(jnp.shape(flax_module.apply(variables, x, **flax_kwargs)))
+    # The output's shape by tracing alone (an op-by-op apply compiles every primitive).
+    out = jax.eval_shape(lambda v, x: flax_module.apply(v, x, **flax_kwargs), variables, x)
+    r = probe(out.shape)
 
     @jax.jit
     def flax_loss(p: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -133,9 +135,12 @@ def agree(
         y, _ = layer(p, x, **blox_kwargs)
         return jnp.sum(y * r), y
 
-    grad = lambda f, p: jax.grad(f, argnums=(0, 1), has_aux=True)(p, x)  # noqa: E731
-    (gp_f, gx_f), y_f = grad(flax_loss, variables.get("params", {}))
-    (gp_b, gx_b), y_b = grad(blox_loss, params)
+    @jax.jit  # both sides' forwards and gradients: one compiled program
+    def both(flax_params: Any, params: bx.Params, x: jax.Array) -> Any:
+        theirs = jax.grad(flax_loss, argnums=(0, 1), has_aux=True)(flax_params, x)
+        return theirs, jax.grad(blox_loss, argnums=(0, 1), has_aux=True)(params, x)
+
+    ((gp_f, gx_f), y_f), ((gp_b, gx_b), y_b) = both(variables.get("params", {}), params, x)
     assert y_b.dtype == y_f.dtype, (y_b.dtype, y_f.dtype)
     close(y_b, y_f, rtol, atol)
     close(gx_b, gx_f, rtol, atol)
