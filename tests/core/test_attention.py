@@ -5,6 +5,8 @@ copied into a blox container by path and the outputs compared. The cache is
 checked against the full causal forward.
 """
 
+import functools
+
 import flax.linen as fnn
 import jax
 import jax.numpy as jnp
@@ -13,6 +15,8 @@ import pytest
 
 import blox as bx
 
+from ._flax_ref import normal
+
 # float32 attention: two matmuls and a softmax over <= 8 positions; the fused
 # jax.nn path scales logits where flax scales queries, so rounding differs.
 TOL = {"rtol": 1e-5, "atol": 1e-6}
@@ -20,7 +24,7 @@ NORMAL = jax.nn.initializers.normal(1.0)
 
 
 def _normal(shape, seed):
-    return jax.random.normal(jax.random.key(seed), shape)
+    return normal(seed, shape)  # jax.random.normal's values, no compile per shape
 
 
 def _graph():
@@ -44,6 +48,7 @@ def _from_flax(variables, prefix=("net", "mha")):
     return flat
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _padding_mask(batch, q_len, kv_len):
     q_real = jnp.arange(q_len)[None, :] < jnp.array([[q_len], [q_len - 1]])[:batch]
     kv_real = jnp.arange(kv_len)[None, :] < jnp.array([[kv_len], [kv_len - 2]])[:batch]
@@ -72,48 +77,69 @@ def test_masks_equal_flax() -> None:
 # -- the functions -----------------------------------------------------------------------
 
 
+@jax.jit
+def _mask_and_bias_case(q, k, v, bias, mask):
+    got_w = bx.dot_product_attention_weights(q, k, bias, mask)
+    want_w = fnn.dot_product_attention_weights(q, k, bias, mask, deterministic=True)
+    got = bx.dot_product_attention(q, k, v, bias, mask)  # the fused jax.nn path
+    want = fnn.dot_product_attention(q, k, v, bias, mask, deterministic=True)
+    # The fused path equals the textbook weights @ values.
+    textbook = jnp.einsum("...hqk,...khd->...qhd", got_w, v)
+    return got_w, want_w, got, want, textbook
+
+
 def test_functions_with_mask_and_bias_equal_flax() -> None:
     q, k, v = _normal((2, 5, 2, 4), 1), _normal((2, 7, 2, 4), 2), _normal((2, 7, 2, 3), 3)
     mask = bx.combine_masks(_padding_mask(2, 5, 7), jnp.ones((1, 2, 5, 7)))
     bias = _normal((2, 1, 5, 7), 4)
-    got_w = bx.dot_product_attention_weights(q, k, bias, mask)
-    want_w = fnn.dot_product_attention_weights(q, k, bias, mask, deterministic=True)
+    # One compiled program for both sides (op by op, every primitive compiles).
+    got_w, want_w, got, want, textbook = _mask_and_bias_case(q, k, v, bias, mask)
     np.testing.assert_allclose(got_w, want_w, **TOL)
-    got = bx.dot_product_attention(q, k, v, bias, mask)  # the fused jax.nn path
-    want = fnn.dot_product_attention(q, k, v, bias, mask, deterministic=True)
     np.testing.assert_allclose(got, want, **TOL)
-    # The fused path equals the textbook weights @ values.
-    textbook = jnp.einsum("...hqk,...khd->...qhd", got_w, v)
     np.testing.assert_allclose(got, textbook, **TOL)
 
 
 def test_functions_without_batch_axes_and_with_two() -> None:
+    @jax.jit
+    def both(q, k, v, mask):
+        return (
+            bx.dot_product_attention(q, k, v, mask=mask),
+            fnn.dot_product_attention(q, k, v, mask=mask, deterministic=True),
+        )
+
+    @jax.jit
+    def both_two_batch_axes(q2, k2, v2, mask4):
+        return (
+            bx.dot_product_attention(q2, k2, v2, mask=mask4),
+            fnn.dot_product_attention(q2, k2, v2, mask=mask4[None, None, None], deterministic=True),
+        )
+
     q, k, v = _normal((3, 2, 4), 1), _normal((6, 2, 4), 2), _normal((6, 2, 4), 3)
     mask = jnp.tril(jnp.ones((3, 6), bool))
-    np.testing.assert_allclose(
-        bx.dot_product_attention(q, k, v, mask=mask),
-        fnn.dot_product_attention(q, k, v, mask=mask, deterministic=True),
-        **TOL,
-    )
+    np.testing.assert_allclose(*both(q, k, v, mask), **TOL)
     q2, k2 = _normal((2, 3, 4, 2, 4), 5), _normal((2, 3, 6, 2, 4), 6)
     v2 = _normal((2, 3, 6, 2, 5), 7)
     mask4 = jnp.tril(jnp.ones((4, 6), bool))
-    np.testing.assert_allclose(
-        bx.dot_product_attention(q2, k2, v2, mask=mask4),
-        fnn.dot_product_attention(q2, k2, v2, mask=mask4[None, None, None], deterministic=True),
-        **TOL,
-    )
+    np.testing.assert_allclose(*both_two_batch_axes(q2, k2, v2, mask4), **TOL)
 
 
 def test_function_dropout_equals_flax_with_the_same_key() -> None:
     q, k, v = _normal((2, 4, 2, 4), 1), _normal((2, 6, 2, 4), 2), _normal((2, 6, 2, 4), 3)
-    key = jax.random.key(3)
-    for broadcast in (True, False):
-        options = dict(dropout_rate=0.5, dropout_rng=key, deterministic=False)
-        got = bx.dot_product_attention(q, k, v, broadcast_dropout=broadcast, **options)
-        want = fnn.dot_product_attention(q, k, v, broadcast_dropout=broadcast, **options)
+
+    @jax.jit
+    def case(q, k, v, key):
+        pairs = []
+        for broadcast in (True, False):
+            options = dict(dropout_rate=0.5, dropout_rng=key, deterministic=False)
+            got = bx.dot_product_attention(q, k, v, broadcast_dropout=broadcast, **options)
+            want = fnn.dot_product_attention(q, k, v, broadcast_dropout=broadcast, **options)
+            pairs.append((got, want))
+        return pairs, bx.dot_product_attention(q, k, v)
+
+    pairs, no_dropout = case(q, k, v, jax.random.key(3))
+    for got, want in pairs:
         np.testing.assert_allclose(got, want, **TOL)
-    assert not np.allclose(got, bx.dot_product_attention(q, k, v), atol=1e-3)
+    assert not np.allclose(got, no_dropout, atol=1e-3)
 
 
 def test_function_errors() -> None:
@@ -142,7 +168,7 @@ def test_function_errors() -> None:
 def test_rotary_embedding_formula_and_relative_positions() -> None:
     x = _normal((2, 5, 3, 8), 1)
     positions = jnp.array([[0, 1, 2, 3, 4], [3, 4, 5, 9, 12]])
-    got = bx.apply_rotary_embedding(x, positions, max_wavelength=100)
+    got = jax.jit(lambda x, p: bx.apply_rotary_embedding(x, p, max_wavelength=100))(x, positions)
     # Textbook: pair (x1_i, x2_i) as a complex number times exp(i * pos * theta_i).
     xn = np.asarray(x, np.float64)
     theta = 100.0 ** (-np.arange(4) * 2 / 8)
@@ -154,6 +180,7 @@ def test_rotary_embedding_formula_and_relative_positions() -> None:
     q, k = _normal((1, 2, 1, 8), 2), _normal((1, 2, 1, 8), 3)
     pos = jnp.array([2, 5])
 
+    @jax.jit
     def score(shift):
         rq = bx.apply_rotary_embedding(q, pos + shift)
         rk = bx.apply_rotary_embedding(k, pos + shift)
@@ -161,7 +188,8 @@ def test_rotary_embedding_formula_and_relative_positions() -> None:
 
     # float32 angles up to ~12 rad: sin/cos rounding ~1e-6 per element.
     np.testing.assert_allclose(score(0), score(7), rtol=1e-5, atol=1e-5)
-    assert bx.apply_rotary_embedding(x.astype(jnp.bfloat16), jnp.arange(5)).dtype == jnp.bfloat16
+    half = jax.eval_shape(bx.apply_rotary_embedding, x.astype(jnp.bfloat16), jnp.arange(5))
+    assert half.dtype == jnp.bfloat16
 
 
 def test_rotary_embedding_errors() -> None:
@@ -192,26 +220,41 @@ def test_self_and_cross_attention_equal_flax(options) -> None:
     flax_mha = flax_mha.clone(deterministic=True)
     xq, xk, xv = _normal((2, 5, 8), 1), _normal((2, 7, 6), 2), _normal((2, 7, 3), 3)
     mask = _padding_mask(2, 5, 7)
-    variables = flax_mha.init(jax.random.key(1), xq, xk, xv)
+    # Every init and apply below is one compiled program (op by op, each
+    # primitive of flax's init and of both forwards compiles on its own).
+    variables = jax.jit(flax_mha.init)(jax.random.key(1), xq, xk, xv)
     flat = _from_flax(variables)
-    # The created paths and shapes are flax's.
-    _, created = mha(params, xq, xk, xv)
+    # The created paths and shapes are flax's (shapes only: nothing to compile).
+    _, created = jax.eval_shape(mha, params, xq, xk, xv)
     assert {p: v.value.shape for p, v in created.items() if p[1] == "mha"} == {
         p: v.shape for p, v in flat.items()
     }
     # Random biases and LayerNorm scales, so every param matters.
-    flat = {p: v + 0.1 * _normal(v.shape, i) for i, (p, v) in enumerate(sorted(flat.items()))}
+    flat = {
+        p: jnp.asarray(np.asarray(v) + np.float32(0.1) * np.asarray(_normal(v.shape, i)))
+        for i, (p, v) in enumerate(sorted(flat.items()))
+    }
     mine = params.merge(bx.Params.from_dict(flat))
-    got, _ = mha(mine, xq, xk, xv, mask=mask)
-    want = flax_mha.apply({"params": _to_tree(flat)}, xq, xk, xv, mask=mask)
+
+    @jax.jit
+    def cross(mine, flax_params, xq, xk, xv, mask):
+        got, _ = mha(mine, xq, xk, xv, mask=mask)
+        return got, flax_mha.apply({"params": flax_params}, xq, xk, xv, mask=mask)
+
+    got, want = cross(mine, _to_tree(flat), xq, xk, xv, mask)
     np.testing.assert_allclose(got, want, **TOL)
     # Self-attention: a fresh pair called with the queries alone.
     mha2, flax2, params2 = _pair(**options)
     flax2 = flax2.clone(deterministic=True)
-    variables = flax2.init(jax.random.key(2), xq)
+    variables = jax.jit(flax2.init)(jax.random.key(2), xq)
     mine2 = params2.merge(bx.Params.from_dict(_from_flax(variables)))
-    got2, _ = mha2(mine2, xq, mask=bx.make_causal_mask(xq[..., 0]))
-    want2 = flax2.apply(variables, xq, mask=fnn.make_causal_mask(xq[..., 0]))
+
+    @jax.jit
+    def self_attention(mine2, variables, xq):
+        got2, _ = mha2(mine2, xq, mask=bx.make_causal_mask(xq[..., 0]))
+        return got2, flax2.apply(variables, xq, mask=fnn.make_causal_mask(xq[..., 0]))
+
+    got2, want2 = self_attention(mine2, variables, xq)
     np.testing.assert_allclose(got2, want2, **TOL)
 
 
@@ -231,20 +274,36 @@ def test_self_attention_class_equals_flax() -> None:
     att = bx.SelfAttention(graph / "mha", 4, rng=rng)
     x = _normal((3, 4, 8), 1)
     flax_att = fnn.SelfAttention(4, deterministic=True)
-    variables = flax_att.init(jax.random.key(0), x)
-    got, _ = att(params.merge(bx.Params.from_dict(_from_flax(variables))), x)
-    np.testing.assert_allclose(got, flax_att.apply(variables, x), **TOL)
+    variables = jax.jit(flax_att.init)(jax.random.key(0), x)
+
+    @jax.jit
+    def both(mine, variables, x):
+        return att(mine, x)[0], flax_att.apply(variables, x)
+
+    got, want = both(params.merge(bx.Params.from_dict(_from_flax(variables))), variables, x)
+    np.testing.assert_allclose(got, want, **TOL)
 
 
 def test_dropout_equals_flax_and_has_the_rate() -> None:
     mha, flax_mha, params = _pair(dropout_rate=0.5, broadcast_dropout=False)
     x = _normal((2, 6, 8), 1)
-    variables = flax_mha.init(jax.random.key(1), x, deterministic=True)
+    variables = jax.jit(lambda key, x: flax_mha.init(key, x, deterministic=True))(
+        jax.random.key(1), x
+    )
     params = params.merge(bx.Params.from_dict(_from_flax(variables)))
     rng = mha.rng
-    key = jax.random.fold_in(rng.get_seed(params), rng.get_counter(params))
-    (got, weights), after = mha(params, x, is_training=True, return_weights=True)
-    want = flax_mha.apply(variables, x, deterministic=False, dropout_rng=key)
+
+    # One program for the training forwards of both sides and the evaluation ones.
+    @jax.jit
+    def case(params, variables, x):
+        key = jax.random.fold_in(rng.get_seed(params), rng.get_counter(params))
+        trained = mha(params, x, is_training=True, return_weights=True)
+        want = flax_mha.apply(variables, x, deterministic=False, dropout_rng=key)
+        evaluated = mha(params, x)
+        want_eval = flax_mha.apply(variables, x, deterministic=True)
+        return trained, want, evaluated, want_eval
+
+    ((got, weights), after), want, (out_eval, same), want_eval = case(params, variables, x)
     np.testing.assert_allclose(got, want, **TOL)
     assert int(rng.get_counter(after)) == int(rng.get_counter(params)) + 1
     # Dropout statistics: about half the weights dropped, the rest doubled,
@@ -253,8 +312,7 @@ def test_dropout_equals_flax_and_has_the_rate() -> None:
     assert 0.35 < dropped < 0.65, dropped
     assert abs(float(weights.sum(-1).mean()) - 1.0) < 0.2
     # Evaluation draws nothing and is deterministic.
-    out_eval, same = mha(params, x)
-    np.testing.assert_allclose(out_eval, flax_mha.apply(variables, x, deterministic=True), **TOL)
+    np.testing.assert_allclose(out_eval, want_eval, **TOL)
     assert int(rng.get_counter(same)) == int(rng.get_counter(params))
 
 
@@ -262,11 +320,12 @@ def test_dtypes_follow_the_convention() -> None:
     graph, rng, params = _graph()
     half = bx.MultiHeadAttention(graph / "half", 2, dtype=jnp.bfloat16, rng=rng)
     x = _normal((2, 3, 8), 1)
-    y, params = half(params, x)
+    # Dtypes only: traced for shapes and dtypes, nothing compiled.
+    y, params = jax.eval_shape(half, params, x)
     assert y.dtype == jnp.bfloat16
     assert params[("net", "half", "query", "kernel")].value.dtype == jnp.float32
     stored = bx.MultiHeadAttention(graph / "stored", 2, param_dtype=jnp.bfloat16, rng=rng)
-    y, params = stored(params, x.astype(jnp.bfloat16))
+    y, params = jax.eval_shape(stored, params, x.astype(jnp.bfloat16))
     assert params[("net", "stored", "out", "kernel")].value.dtype == jnp.bfloat16
     assert y.dtype == jnp.bfloat16
 
@@ -275,14 +334,19 @@ def test_return_weights_and_additive_bias() -> None:
     graph, rng, params = _graph()
     mha = bx.MultiHeadAttention(graph / "mha", 2, rng=rng)
     x = _normal((2, 4, 8), 1)
-    causal = bx.make_causal_mask(x[..., 0], dtype=jnp.bool_)
-    (y, w), params = mha(params, x, mask=causal, return_weights=True)
+
+    @jax.jit
+    def case(params, x):
+        causal = bx.make_causal_mask(x[..., 0], dtype=jnp.bool_)
+        (y, w), params = mha(params, x, mask=causal, return_weights=True)
+        # A -inf style additive bias is PyTorch's float attn_mask: same output.
+        y_bias, _ = mha(params, x, bias=jnp.where(causal, 0.0, -1e9))
+        return y, w, y_bias
+
+    y, w, y_bias = case(params, x)
     assert w.shape == (2, 2, 4, 4)
     np.testing.assert_allclose(w.sum(-1), np.ones((2, 2, 4)), **TOL)
-    assert float(jnp.abs(jnp.triu(w, 1)).max()) == 0.0
-    # A -inf style additive bias is PyTorch's float attn_mask: same output.
-    bias = jnp.where(causal, 0.0, -1e9)
-    y_bias, _ = mha(params, x, bias=bias)
+    assert float(np.abs(np.triu(np.asarray(w), 1)).max()) == 0.0
     np.testing.assert_allclose(y_bias, y, **TOL)
 
 
@@ -293,7 +357,7 @@ def test_decode_equals_the_full_causal_forward() -> None:
     graph, rng, params = _graph()
     full = bx.MultiHeadAttention(graph / "mha", 2, qkv_features=8, normalize_qk=True, rng=rng)
     x = _normal((2, 6, 8), 1)
-    want, params = full(params, x, mask=bx.make_causal_mask(x[..., 0]))
+    want, params = jax.jit(lambda p, x: full(p, x, mask=bx.make_causal_mask(x[..., 0])))(params, x)
     dec_graph = bx.Graph("net")
     dec = bx.MultiHeadAttention(
         dec_graph / "mha", 2, qkv_features=8, normalize_qk=True, decode=True
@@ -311,8 +375,8 @@ def test_decode_equals_the_full_causal_forward() -> None:
     assert int(cache[("net", "mha", "cache_index")].value) == 6
     # A prefill of 4 positions, then one at a time, gives the same.
     cache = dec.init_cache(cache, (2,), 8)
-    y_pre, cache = dec(cache, x[:, :4])
-    y_rest, cache = dec(cache, x[:, 4:5])
+    y_pre, cache = step(cache, x[:, :4])
+    y_rest, cache = step(cache, x[:, 4:5])
     np.testing.assert_allclose(y_pre, want[:, :4], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(y_rest, want[:, 4:5], rtol=1e-5, atol=1e-5)
 

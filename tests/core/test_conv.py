@@ -17,9 +17,11 @@ import pytest
 
 import blox as bx
 
+from ._flax_ref import normal, normal_init
+
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 HIGHEST = jax.lax.Precision.HIGHEST
-NORMAL = jax.nn.initializers.normal(1.0)
+NORMAL = normal_init(1.0)  # jax.nn.initializers.normal(1.0)'s values, no compile per shape
 ZEROS = jax.nn.initializers.zeros  # for params made by eval_shape, then filled
 CONV_DN = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
 TRANSPOSE_DN = {1: ("NWC", "WOI", "NWC"), 2: ("NHWC", "HWOI", "NHWC")}
@@ -51,7 +53,22 @@ def _one_batch(x, n):
 
 
 def _input(shape, seed=1):
-    return jax.random.normal(jax.random.key(seed), shape)
+    return normal(seed, shape)  # jax.random.normal's values, no compile per shape
+
+
+_REFERENCES: dict = {}
+
+
+def _compiled(reference):
+    """`reference` as one compiled program per (n, lax options): no op-by-op compiles."""
+
+    def call(x, kernel, bias, n, **lax_kwargs):
+        key = (reference, n, repr(sorted(lax_kwargs.items())))
+        if key not in _REFERENCES:
+            _REFERENCES[key] = jax.jit(lambda x, k, b: reference(x, k, b, n, **lax_kwargs))
+        return _REFERENCES[key](x, kernel, bias)
+
+    return call
 
 
 def _conv_reference(x, kernel, bias, n, **lax_kwargs):
@@ -70,6 +87,10 @@ def _transpose_reference(x, kernel, bias, n, **lax_kwargs):
     )
     y = y + bias.reshape((1,) * (y.ndim - 1) + (-1,))
     return y.reshape(lead + y.shape[1:])
+
+
+_conv_reference = _compiled(_conv_reference)
+_transpose_reference = _compiled(_transpose_reference)
 
 
 def _pairs(value, n):

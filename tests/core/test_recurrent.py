@@ -18,6 +18,8 @@ from flax.traverse_util import flatten_dict
 
 import blox as bx
 
+from ._flax_ref import normal  # jax.random.normal's values without a compile per shape
+
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 B, T, F = 2, 4, 3
 
@@ -67,18 +69,18 @@ def _make(kind: str, hidden: int = 5, is_static: bool = False):
     for i, name in enumerate(linears):
         linear = getattr(cell, name)
         bias = params[("net", "cell", name, "bias")].value
-        params = linear.set_param(params, "bias", jax.random.normal(jax.random.key(i), bias.shape))
+        params = linear.set_param(params, "bias", normal(i, bias.shape))
     return cell, params.locked()
 
 
 def _state(kind: str, hidden: int = 5, seed: int = 3):
     _, state_cls, _, _ = CELLS[kind]
     keys = jax.random.split(jax.random.key(seed), len(state_cls._fields))
-    return state_cls(*(jax.random.normal(k, (B, hidden)) for k in keys))
+    return state_cls(*(normal(k, (B, hidden)) for k in keys))
 
 
 def _xs(seed: int = 1):
-    return jax.random.normal(jax.random.key(seed), (B, T, F))
+    return normal(seed, (B, T, F))
 
 
 def _ref_loop(kind, params, xs, state, is_reset=None):
@@ -384,8 +386,8 @@ def _pytree_reference(a, b, is_reset):
 @pytest.mark.parametrize("with_reset", [False, True], ids=["no_reset", "reset"])
 @pytest.mark.parametrize("scan", SCANS)
 def test_scans_with_pytree_inputs_and_state(scan: str, with_reset: bool, locked: bool) -> None:
-    a = np.asarray(jax.random.normal(jax.random.key(0), (B, T, 1)))
-    b = np.asarray(jax.random.normal(jax.random.key(1), (B, T, 2)))
+    a = np.asarray(normal(0, (B, T, 1)))
+    b = np.asarray(normal(1, (B, T, 2)))
     is_reset = np.array([[False, True, False, False], [False, False, False, True]])
     reset = jnp.asarray(is_reset) if with_reset else None
     params = bx.Params().locked() if locked else bx.Params()
@@ -476,7 +478,7 @@ def test_dynamic_scan_gives_xla_the_loop_of_a_hand_written_scan() -> None:
     # step uses them (kernel, then bias) rather than in the params' sorted
     # order; XLA schedules the loop by that order (about 2% on a CPU LSTM step).
     cell, params = _make("lstm")
-    xs = jax.random.normal(jax.random.key(0), (B, T, F))
+    xs = normal(0, (B, T, F))
     state, _ = cell.initial_state(params, xs[:, 0])
     kernel_path, bias_path = ("net", "cell", "gates", "kernel"), ("net", "cell", "gates", "bias")
 
@@ -511,7 +513,7 @@ def test_dynamic_scan_gives_xla_the_loop_of_a_hand_written_scan() -> None:
 # hand-written backward change summation order, not the equations (measured
 # max errors 2e-7 on outputs, 3e-6 on gradients).
 FLAX_TOL = {"rtol": 1e-5, "atol": 1e-5}
-XS = jax.random.normal(jax.random.key(1), (3, 6, 5))
+XS = normal(1, (3, 6, 5))
 LENGTHS = jnp.array([6, 2, 4])
 
 
@@ -534,12 +536,25 @@ def _blox_rnn(make_cell, **kw):
     return bx.RNN(node, make_cell(node / "cell", rng), **kw), rng
 
 
-def _grads_close(flax_loss, variables, blox_loss, params, prefix):
+def _forwards_and_grads_close(forwards, flax_loss, variables, blox_loss, params, prefix):
+    """`forwards(variables, params)`, after checking the two losses' gradients agree.
+
+    The forwards and both gradients are one compiled program (run op by op,
+    every primitive of flax's and blox's forward and backward compiles).
+    """
     trainable, rest = params.split(lambda path, p: path[: len(prefix)] == prefix)
-    want = flatten_dict(jax.grad(flax_loss)(variables)["params"])
-    got = jax.grad(lambda t: blox_loss(t.merge(rest)))(trainable)
-    for path, value in want.items():
+
+    @jax.jit
+    def run(variables, trainable, rest):
+        outs = forwards(variables, trainable.merge(rest))
+        want = jax.grad(flax_loss)(variables)
+        got = jax.grad(lambda t: blox_loss(t.merge(rest)))(trainable)
+        return outs, want, got
+
+    outs, want, got = run(variables, trainable, rest)
+    for path, value in flatten_dict(want["params"]).items():
         np.testing.assert_allclose(got[prefix + path].value, value, **FLAX_TOL)
+    return outs
 
 
 FLAX_CELLS = [
@@ -569,18 +584,17 @@ def test_cell_rnn_matches_flax_forward_and_gradients(flax_cell, blox_cell):
     rnn, rng = _blox_rnn(blox_cell, return_carry=True)
     _, params = rnn(rng.seed(bx.Params(), seed=0), XS)
     params = _copy_flax(variables, ("net", "rnn"), params)
-    (carry, ys), _ = jax.jit(rnn)(params, XS)
-    want_carry, want = frnn.apply(variables, XS)
-    np.testing.assert_allclose(ys, want, **FLAX_TOL)
-    for a, b in zip(jax.tree.leaves(carry), jax.tree.leaves(want_carry), strict=True):
-        np.testing.assert_allclose(a, b, **FLAX_TOL)
-    _grads_close(
+    ((carry, ys), _), (want_carry, want) = _forwards_and_grads_close(
+        lambda v, p: (rnn(p, XS), frnn.apply(v, XS)),
         lambda v: jnp.sum(jnp.sin(frnn.apply(v, XS)[1])),
         variables,
         lambda p: jnp.sum(jnp.sin(rnn(p, XS)[0][1])),
         params,
         ("net", "rnn"),
     )
+    np.testing.assert_allclose(ys, want, **FLAX_TOL)
+    for a, b in zip(jax.tree.leaves(carry), jax.tree.leaves(want_carry), strict=True):
+        np.testing.assert_allclose(a, b, **FLAX_TOL)
 
 
 def test_rnn_options_match_flax_with_seq_lengths():
@@ -592,17 +606,30 @@ def test_rnn_options_match_flax_with_seq_lengths():
     rnn, rng = _blox_rnn(lambda g, rng: bx.GRUCell(g, 4, rng=rng))
     _, params = rnn(rng.seed(bx.Params(), seed=0), XS)
     params = _copy_flax(variables, ("net", "rnn"), params)
-    for kw in (dict(reverse=True), dict(reverse=True, keep_order=True), dict(time_major=True)):
-        xs = jnp.swapaxes(XS, 0, 1) if kw.get("time_major") else XS
-        mask = jnp.swapaxes(valid, 0, 1) if kw.get("time_major") else valid
-        want_carry, want = frnn.apply(variables, xs, seq_lengths=LENGTHS, return_carry=True, **kw)
-        (carry, ys), _ = rnn(params, xs, seq_lengths=LENGTHS, return_carry=True, **kw)
-        np.testing.assert_allclose(jnp.where(mask, ys, 0), jnp.where(mask, want, 0), **FLAX_TOL)
+    options = (dict(reverse=True), dict(reverse=True, keep_order=True), dict(time_major=True))
+
+    @jax.jit  # every option's pair of runs in one compiled program
+    def runs(variables, params, h0):
+        pairs = []
+        for kw in options:
+            xs = jnp.swapaxes(XS, 0, 1) if kw.get("time_major") else XS
+            mask = jnp.swapaxes(valid, 0, 1) if kw.get("time_major") else valid
+            want_carry, want = frnn.apply(
+                variables, xs, seq_lengths=LENGTHS, return_carry=True, **kw
+            )
+            (carry, ys), _ = rnn(params, xs, seq_lengths=LENGTHS, return_carry=True, **kw)
+            pairs.append((jnp.where(mask, ys, 0), jnp.where(mask, want, 0), carry, want_carry))
+        initial = (
+            rnn(params, XS, initial_carry=h0)[0],
+            frnn.apply(variables, XS, initial_carry=h0),
+        )
+        return pairs, initial
+
+    # An initial carry at call time too.
+    pairs, (ys, want) = runs(variables, params, normal(3, (3, 4)))
+    for masked_ys, masked_want, carry, want_carry in pairs:
+        np.testing.assert_allclose(masked_ys, masked_want, **FLAX_TOL)
         np.testing.assert_allclose(carry, want_carry, **FLAX_TOL)
-    # An initial carry at call time.
-    h0 = jax.random.normal(jax.random.key(3), (3, 4))
-    want = frnn.apply(variables, XS, initial_carry=h0)
-    ys, _ = rnn(params, XS, initial_carry=h0)
     np.testing.assert_allclose(ys, want, **FLAX_TOL)
 
 
@@ -621,23 +648,22 @@ def test_bidirectional_matches_flax():
     )
     _, params = bi(rng.seed(bx.Params(), seed=0), XS)
     params = _copy_flax(variables, ("net", "bi"), params)
-    valid = (jnp.arange(6)[None] < LENGTHS[:, None])[..., None]
-    want_carry, want = fbi.apply(variables, XS, seq_lengths=LENGTHS)
-    (carry, ys), _ = jax.jit(lambda p, x: bi(p, x, seq_lengths=LENGTHS))(params, XS)
-    np.testing.assert_allclose(jnp.where(valid, ys, 0), jnp.where(valid, want, 0), **FLAX_TOL)
-    for a, w in zip(jax.tree.leaves(carry), jax.tree.leaves(want_carry), strict=True):
-        np.testing.assert_allclose(a, w, **FLAX_TOL)
-    _grads_close(
+    valid = np.asarray(jnp.arange(6)[None] < LENGTHS[:, None])[..., None]
+    ((carry, ys), _), (want_carry, want) = _forwards_and_grads_close(
+        lambda v, p: (bi(p, XS, seq_lengths=LENGTHS), fbi.apply(v, XS, seq_lengths=LENGTHS)),
         lambda v: jnp.sum(jnp.sin(fbi.apply(v, XS)[1])),
         variables,
         lambda p: jnp.sum(jnp.sin(bi(p, XS)[0][1])),
         params,
         ("net", "bi"),
     )
+    np.testing.assert_allclose(np.where(valid, ys, 0), np.where(valid, want, 0), **FLAX_TOL)
+    for a, w in zip(jax.tree.leaves(carry), jax.tree.leaves(want_carry), strict=True):
+        np.testing.assert_allclose(a, w, **FLAX_TOL)
 
 
 def test_conv_lstm_cell_matches_flax():
-    xs = jax.random.normal(jax.random.key(2), (1, 2, 4, 4, 2))
+    xs = normal(2, (1, 2, 4, 4, 2))
     frnn = fnn.RNN(fnn.ConvLSTMCell(4, (3, 3)))
     variables = frnn.init(jax.random.key(0), xs)
     rnn, rng = _blox_rnn(lambda g, rng: bx.ConvLSTMCell(g, 4, (3, 3), rng=rng))
