@@ -337,8 +337,11 @@ def sample(init: Any, key: Any, shape: tuple[int, ...], dtype: Any) -> jax.Array
     program = _program(kind)
     k1, k2 = _key_words(key)
     out = np.empty(size, np.float32)
-    for start in range(0, size, CHUNK):
-        data = np.array([k1, k2, 0, start], np.uint32)
-        chunk = np.asarray(program(data, np.float32(scale)))
-        out[start : start + CHUNK] = chunk[: size - start]
+    scale = np.float32(scale)
+    # Every chunk dispatched before the first is read: JAX runs them while
+    # Python queues the rest, instead of one round trip per chunk.
+    starts = range(0, size, CHUNK)
+    chunks = [program(np.array([k1, k2, 0, start], np.uint32), scale) for start in starts]
+    for start, chunk in zip(starts, chunks):
+        out[start : start + CHUNK] = np.asarray(chunk)[: size - start]
     return jax.device_put(out.reshape(shape))
