@@ -12,7 +12,9 @@ each script about as much as its fast run, so the scripts share one
 subprocess, one after another, each with its own stdout and stderr (file
 descriptors 1 and 2, so XLA's own messages land there too) and its own
 warning registry. `data_parallel.py` runs alone: it sets the number of host
-devices before JAX starts.
+devices before JAX starts. Under pytest-xdist the shared run happens once per
+worker that gets one of its tests: conftest.py puts the slow tests at the head
+of the collection, which the first worker receives as one chunk.
 """
 
 import os
