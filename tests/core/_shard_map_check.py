@@ -74,8 +74,10 @@ def check_batchnorm_shard_map(mesh):
 
     fn = jax.shard_map(body, mesh=mesh, in_specs=(P(), P("b")), out_specs=(P("b"), P()))
     y_ref, mean_ref, var_ref = ref_batchnorm(x, jnp.linspace(-1.0, 1.0, 4), jnp.linspace(0.5, 2, 4))
-    for run in (fn, jax.jit(fn)):
-        y, new = run(params, x)
+    # Op-by-op shard_map compiles every primitive for the 8 devices: it runs once,
+    # and its results serve every check below.
+    eager = fn(params, x)
+    for y, new in (jax.jit(fn)(params, x), eager):
         close(y, y_ref)
         close(new[("net", "bn", "running_mean")].value, mean_ref)
         close(new[("net", "bn", "running_var")].value, var_ref)
@@ -83,7 +85,7 @@ def check_batchnorm_shard_map(mesh):
         assert new[("net", "bn", "running_var")].trainable is False
     # Equal to the same layer without axis_name on the whole batch, on one device.
     y1, p1 = single(bn_params(single, 4), x, is_training=True)
-    y, new = fn(params, x)
+    y, new = eager
     close(y, np.asarray(y1))
     close(
         new[("net", "bn", "running_mean")].value,
@@ -94,11 +96,13 @@ def check_batchnorm_shard_map(mesh):
         np.asarray(p1[("net", "single", "running_var")].value),
     )
     # Inference uses the (replicated) running stats: no communication needed.
-    y_eval, _ = jax.shard_map(
-        lambda p, xl: sharded(p, xl, is_training=False),
-        mesh=mesh,
-        in_specs=(P(), P("b")),
-        out_specs=(P("b"), P()),
+    y_eval, _ = jax.jit(
+        jax.shard_map(
+            lambda p, xl: sharded(p, xl, is_training=False),
+            mesh=mesh,
+            in_specs=(P(), P("b")),
+            out_specs=(P("b"), P()),
+        )
     )(new, x)
     rm = np.asarray(new[("net", "bn", "running_mean")].value, np.float64)
     rv = np.asarray(new[("net", "bn", "running_var")].value, np.float64)
@@ -118,11 +122,12 @@ def check_feature_sharded(mesh, layer_cls, reference, name):
 
     fn = jax.shard_map(body, mesh=mesh, in_specs=P(None, "b"), out_specs=P(None, "b"))
     expected = reference(x)
-    close(fn(x), expected)
+    eager = fn(x)  # op-by-op shard_map: run once, checked twice
+    close(eager, expected)
     close(jax.jit(fn)(x), expected)
     # The same layer without axis_name on the whole feature axis, on one device.
     whole, _ = layer_cls(g / "whole")(bx.Params(), x)
-    close(fn(x), np.asarray(whole))
+    close(eager, np.asarray(whole))
     print(f"OK {name}_shard_map")
 
 

@@ -562,25 +562,43 @@ def build(desc: Descriptor) -> tuple[Any, bx.Params]:
     return module, rng.seed(bx.Params(), seed=SEED)
 
 
-_INIT_CACHE: dict[tuple[str, str], tuple[Any, bx.Params, jax.Array]] = {}
+def _cache_key(desc: Descriptor, dtype: Any) -> tuple[str, str]:
+    return desc.name, jnp.dtype(desc.dtypes[0] if dtype is None else dtype).name
+
+
+_FIRST_CALLS: dict[tuple[str, str], tuple[Any, bx.Params, jax.Array, Any]] = {}
+_LOCKED: dict[tuple[str, str], bx.Params] = {}
+
+
+def first_call(desc: Descriptor, dtype: Any = None) -> tuple[Any, bx.Params, jax.Array, Any]:
+    """The eager call that creates the layer's parameters, made once per process.
+
+    Returns:
+        `(module, fresh, x, result)`: the module, the seeded params before the
+        call (no layer parameters yet), the input, and the call's
+        `(out, params)`. Modules are stateless and params immutable, so tests
+        share these instead of compiling the initialisers again each time.
+    """
+    cache_key = _cache_key(desc, dtype)
+    if cache_key not in _FIRST_CALLS:
+        dtype = desc.dtypes[0] if dtype is None else dtype
+        module, fresh = build(desc)
+        x = make_input(desc, dtype)
+        _FIRST_CALLS[cache_key] = (module, fresh, x, desc.call(module, fresh, x))
+    return _FIRST_CALLS[cache_key]
 
 
 def init(desc: Descriptor, dtype: Any = None) -> tuple[Any, bx.Params, jax.Array]:
     """Builds the layer, creates its parameters with one eager call, locks them.
 
-    Results are cached per descriptor and dtype: modules are stateless and
-    params immutable, so sharing them between tests is safe, and it saves
-    compiling the initialisers again in every test.
+    The call is `first_call(desc, dtype)`'s, cached per descriptor and dtype.
 
     Returns:
         `(module, params, x)`: the module, locked params (including the Rng
         state at ``net/rng``) and the input used.
     """
-    dtype = desc.dtypes[0] if dtype is None else dtype
-    cache_key = (desc.name, jnp.dtype(dtype).name)
-    if cache_key not in _INIT_CACHE:
-        module, params = build(desc)
-        x = make_input(desc, dtype)
-        _, params = desc.call(module, params, x)
-        _INIT_CACHE[cache_key] = (module, params.locked(), x)
-    return _INIT_CACHE[cache_key]
+    module, _, x, (_, params) = first_call(desc, dtype)
+    cache_key = _cache_key(desc, dtype)
+    if cache_key not in _LOCKED:
+        _LOCKED[cache_key] = params.locked()
+    return module, _LOCKED[cache_key], x

@@ -524,13 +524,19 @@ def test_initialiser_needing_concrete_values_builds_op_by_op_with_one_warning() 
     np.testing.assert_array_equal(again.kernel, expected)
 
 
+@functools.cache
+def _jitted_core(case: Case, core: Any) -> Callable[[Any, Any], Any]:
+    """One jitted core call per case, so a shape seen again reuses its program."""
+    return jax.jit(lambda p, x: case.call_core(core, p, x, case.training))
+
+
 def _jit_core(case: Case, core: Any, params: Any, x: Any) -> Any:
     """The core call compiled, as the eager call is: same program, same bits.
 
     Op by op, XLA rounds some fused reductions differently (by one ulp), so a
     bit-for-bit comparison must compile both sides.
     """
-    return jax.jit(lambda p, x: case.call_core(core, p, x, case.training))(params, x)
+    return _jitted_core(case, core)(params, x)
 
 
 @ALL
