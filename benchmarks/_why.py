@@ -18,10 +18,10 @@ WHY: dict[tuple[str, str, str], str] = {
         "no blox-side formulation closes it."
     ),
     ("compute", "CNN", "Flax NNX"): (
-        "NNX and blox eager run the same variance formula now (E[x^2] - E[x]^2, "
-        "`use_fast_variance=True`, blox eager's BatchNorm default); what remains "
-        "is XLA fusing NNX's convolution + BatchNorm graph slightly differently "
-        "(its bias add sits inside the conv fusion). The quartile ranges overlap."
+        "NNX and blox eager run the same BatchNorm variance formula now (E[x^2] - "
+        "E[x]^2, `use_fast_variance=True`, blox eager's default), which closed "
+        "most of the gap; the rest was not isolated: both compile to one XLA "
+        "module of the same operations, and the quartile ranges overlap."
     ),
     ("recurrent", "LSTM", "PyTorch"): (
         "torch.nn.LSTM on CPU calls one fused oneDNN RNN primitive per layer for "
@@ -41,16 +41,6 @@ WHY: dict[tuple[str, str, str], str] = {
     ("transformer", "Transformer", "Flax NNX"): (
         "The same program as raw JAX and blox (all three compile to one XLA "
         "module of equal cost); the difference is within the rows' quartile ranges."
-    ),
-    ("memory", "LSTM", "Equinox"): (
-        "Equinox and NNX leave the backward to autodiff, which saves one gate "
-        "pre-activation array per step; blox's hand-written backward (faster, "
-        "see the recurrent group) saves the five gate activations and the cell "
-        "state it needs, about 1.2x the temporary bytes."
-    ),
-    ("memory", "LSTM", "Flax NNX"): (
-        "As for Equinox: autodiff's saved residuals are smaller than the hand-"
-        "written backward's five gate arrays, which buy the recurrent group's speed."
     ),
     ("compile", "MLP", "PyTorch"): (
         "PyTorch eager compiles nothing: its first step costs one step. Every JAX "
