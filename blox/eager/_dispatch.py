@@ -49,6 +49,7 @@ import numpy as np
 from ._context import CONTEXT
 from ._frames import _carry_state, _closed_over, _leaks, _local
 from ._hooks import HOOKS, hooked_call
+from ._typecheck import _enabled as _CHECKS
 
 _ARRAY_TYPES = (jax.Array, np.ndarray)
 _UNTRACEABLE = (
@@ -117,7 +118,7 @@ class _Dispatcher:
         self.clock = 0
         self.traces = 0  # how many times `fun` was traced (see `compile_stats`)
         self.compiles = 0
-        # A module method's direct path (see `_compiled_method`): its `jax.jit`
+        # A module method's direct path (see `_compiled_method`): its two `jax.jit`s
         # and the static halves of modules whose calls it refused.
         self.direct: Any = None
         self.direct_cached = 0  # signatures the direct path compiled (and holds)
@@ -129,7 +130,8 @@ class _Dispatcher:
         self.cache.clear()
         self.refused.clear()
         if self.direct is not None:
-            self.direct.clear_cache()
+            for direct in self.direct:
+                direct.clear_cache()
             self.direct_cached = 0
 
     def __call__(
@@ -148,7 +150,7 @@ class _Dispatcher:
             # signature is the treedef and the avals (the key `_entry` builds,
             # in the same form), gathered in C. Entries pinned to a mesh or
             # splitting donated arguments take `_entry`.
-            key_t = (treedef, *map(_AVAL, leaves))
+            key_t = (treedef, _CHECKS[0], *map(_AVAL, leaves))
             try:
                 entry = self.cache.get(key_t)
             except TypeError:  # unhashable node data: `_entry` says so in house form
@@ -203,7 +205,9 @@ class _Dispatcher:
         if treedef is None:
             leaves, treedef = _flatten(root)
         dyn = []
-        key: list[Any] = [treedef]
+        # Whether runtime shape checks are on: they run while tracing, so a
+        # program traced without them must not serve a call made with them.
+        key: list[Any] = [treedef, _CHECKS[0]]
         append = key.append
         kinds = _LEAF_KINDS
         for leaf in leaves:
@@ -339,6 +343,15 @@ _CALLER = _Caller()
 
 class _NotDirect(Exception):
     """A direct trace found that the call changes state: the dispatcher takes it."""
+
+
+def _distinct(fun: Callable[..., Any]) -> Callable[..., Any]:
+    """A new function object that calls `fun` (its own entry in jax's trace cache)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return fun(*args, **kwargs)
+
+    return call
 
 
 def _all_jax(values: Any) -> bool:
@@ -531,7 +544,11 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
         dispatcher.compiles += 1
         return out
 
-    direct = dispatcher.direct = jax.jit(direct_body)
+    # One `jax.jit` per setting of the runtime shape checks (they run while
+    # tracing): a program traced without them never serves a checked call.
+    # (Two distinct functions: jax keys its trace cache on the function.)
+    directs = tuple(jax.jit(_distinct(direct_body)) for _ in range(2))
+    dispatcher.direct = directs
 
     def refuse(self: Any) -> None:
         from ._pytree import _aux_of
@@ -555,7 +572,7 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
             traces = dispatcher.traces
             _CALLER.root = (self,)
             try:
-                out = direct(self, *args, **kwargs)
+                out = directs[_CHECKS[0]](self, *args, **kwargs)
             except (_NotDirect, *_UNTRACEABLE):
                 _CALLER.root = ()
                 refuse(self)  # the dispatcher below runs it (and says why, if it must)
@@ -567,7 +584,8 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
                 if dispatcher.traces != traces:
                     dispatcher.direct_cached += 1
                     if dispatcher.direct_cached > dispatcher.limit:
-                        direct.clear_cache()  # bounded, as the dispatcher's cache is
+                        for direct in directs:  # bounded, as the dispatcher's cache is
+                            direct.clear_cache()
                         dispatcher.direct_cached = 0
                 return out
         with lock:

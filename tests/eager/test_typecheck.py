@@ -316,3 +316,18 @@ def test_nested_error_through_sequential_and_jit() -> None:
     match = rf"^Sequential\.2 \(nn\.{LINEAR}\): .*\(\*batch, 3\), got f32\[2,4\]"
     with pytest.raises(TypeCheckError, match=match):
         nn.filter_jit(lambda m, x: m(x))(model, jnp.ones((2, 3)))
+
+
+def test_a_call_compiled_with_checks_off_does_not_serve_a_checked_call(checks_restored) -> None:
+    # Checks run while tracing; the compiled programs are kept per setting.
+    lin = nn.Linear(3, 4, seed=1)
+    x = jnp.ones((5, 3), jnp.int32)
+    nn.set_typechecking(False)
+    assert lin(x).shape == (5, 4)  # unchecked: compiled for int32 inputs
+    step = nn.filter_jit(lambda m, v: m(v))
+    assert step(lin, x).shape == (5, 4)
+    nn.set_typechecking(True)
+    with pytest.raises(TypeError, match=rf"^{LINEAR}: expected x to be a float array"):
+        lin(x)
+    with pytest.raises(TypeError, match=rf"^{LINEAR}: expected x to be a float array"):
+        step(lin, x)
