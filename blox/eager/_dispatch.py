@@ -49,6 +49,7 @@ import numpy as np
 from ._context import CONTEXT
 from ._frames import _carry_state, _closed_over, _leaks, _local
 from ._hooks import HOOKS, hooked_call
+from ._pytree import _aux_of
 from ._typecheck import _enabled as _CHECKS
 
 _ARRAY_TYPES = (jax.Array, np.ndarray)
@@ -551,8 +552,6 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
     dispatcher.direct = directs
 
     def refuse(self: Any) -> None:
-        from ._pytree import _aux_of
-
         if len(refused) >= CACHE_LIMIT:
             refused.clear()  # bounded; a refused structure is simply refused again
         refused.add(_aux_of(self))

@@ -866,6 +866,15 @@ def test_lstm_kernel_forget_gate_bias_matches_the_per_step_form() -> None:
         np.testing.assert_allclose(a, b, **KERNEL_TOL)
 
 
+def _assert_kernel_agrees(got, got_arrays, want, want_arrays):
+    """Loss, outputs and every gradient of a sequence kernel equal the plain scan's."""
+    tol = {"rtol": 1e-5, "atol": 1e-6}
+    np.testing.assert_allclose(got, want, **tol)
+    for a, b in zip(got_arrays, want_arrays, strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, **tol)
+
+
 def _plain_lstm(kernel, bias, xs, h0, c0, forget_gate_bias):
     """The ancestor LSTM, `[x, h] @ kernel + bias` per step, as a plain `lax.scan` (autodiff)."""
 
@@ -922,11 +931,7 @@ def test_lstm_sequence_gradients_match_autodiff_of_a_plain_scan(
     )
     # float32 rounding: the kernel's gradient is one matmul over all steps
     # instead of a per-step sum, and the gates' derivatives are factored differently
-    tol = {"rtol": 1e-5, "atol": 1e-6}
-    np.testing.assert_allclose(got, want, **tol)
-    for a, b in zip(got_outs + got_grads, want_outs + want_grads):
-        assert a.shape == b.shape
-        np.testing.assert_allclose(a, b, **tol)
+    _assert_kernel_agrees(got, got_outs + got_grads, want, want_outs + want_grads)
 
 
 def _plain_gru(gates_kernel, gates_bias, candidate_kernel, candidate_bias, xs, h0):
@@ -981,8 +986,4 @@ def test_gru_sequence_gradients_match_autodiff_of_a_plain_scan(
     )
     # float32 rounding: the kernels' gradients are one matmul over all steps
     # instead of a per-step sum
-    tol = {"rtol": 1e-5, "atol": 1e-6}
-    np.testing.assert_allclose(got, want, **tol)
-    for a, b in zip(got_outs + got_grads, want_outs + want_grads):
-        assert a.shape == b.shape
-        np.testing.assert_allclose(a, b, **tol)
+    _assert_kernel_agrees(got, got_outs + got_grads, want, want_outs + want_grads)
