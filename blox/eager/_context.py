@@ -20,6 +20,11 @@ What is cached, and bounded how:
   `dispatchers` lists them weakly so `clear_caches` reaches them.
 * `seen_draws`, `warned_sites`: the stale-RNG guard's record (`_rng_guard.py`).
 * `warned`: one-time warnings already given (op-by-op fallbacks).
+* `stamps`: the flattening (leaves and treedef) of module trees called or
+  returned by a compiled call since the last change to any module, so the
+  next call on the same object skips walking it (`_pytree.stamp`). Any change
+  to any module's arrays or structure empties it at once (`_pytree._touch`),
+  so it never serves a stale leaf and never keeps a replaced array alive.
 
 `lock` serialises the read-compute-write of module state across threads: two
 threads driving one model would otherwise both read the same RNG counter and
@@ -45,6 +50,7 @@ class _Context:
         self.seen_draws: dict[tuple[int, bytes], dict[int, int]] = {}
         self.warned_sites: set[int] = set()
         self.warned: set[Any] = set()
+        self.stamps: dict[int, Any] = {}
         self.lock = threading.RLock()
 
     def clear(self) -> None:
@@ -57,6 +63,7 @@ class _Context:
             self.seen_draws.clear()
             self.warned_sites.clear()
             self.warned.clear()
+            self.stamps.clear()
 
 
 CONTEXT = _Context()

@@ -30,7 +30,7 @@ from blox.core import Param, Params
 from ._errors import located
 from ._frames import _closed_over, _is_copy, _leaks
 from ._module import Module, _Group
-from ._pytree import _restructure
+from ._pytree import _restructure, _touch
 from ._rng_guard import guard_draw
 
 
@@ -54,6 +54,7 @@ def _set(module: Module, chain: tuple[str, ...], value: Any) -> None:
     for name in chain[:-1]:
         module = module.__dict__[name]
     module.__dict__[chain[-1]] = value
+    _touch()
 
 
 # The stale-state guard's host-side record: for each (draw site, seed), the

@@ -13,13 +13,21 @@ flatten of the arguments, one unflatten of the outputs (one Python callback
 per module object in each) and the state write-back, skipped when the trace
 changed no state.
 
+Stamps (`_pytree.stamp`) remove the flatten where they can. The modules a
+compiled call returns (the model and the optimiser's moments of a training
+step) and the modules it was called on are stamped with their leaves and a
+signature number; a call whose arguments are arrays, None, tuples and stamped
+modules (`_stamp_key`) finds its entry in `by_stamp` by that key and takes the
+leaves from the stamps, walking no module. Any change to any module empties
+the stamp table, so a stamp is only read while it is exact.
+
 A module method called on arrays alone goes first by a direct route:
-`jax.jit` itself over the module and the arrays, whose repeat calls are
-jax's C++ dispatch with no Python of blox's in between. Its trace proves the
-call changes no state; a call that does (a Dropout draw, BatchNorm in
-training) is handed to the dispatcher before anything is compiled, and
-modules of that static structure go to the dispatcher from then on (see
-`_compiled_method`).
+`jax.jit` itself over the module's leaves (stamped, so a repeat call walks
+nothing) and the arrays, whose repeat calls are jax's C++ dispatch with a
+few dictionary lookups of blox's in front. Its trace proves the call changes
+no state; a call that does (a Dropout draw, BatchNorm in training) is handed
+to the dispatcher before anything is compiled, and modules of that static
+structure go to the dispatcher from then on (see `_compiled_method`).
 
 The state-return protocol (shared with `nn.filter_grad` and `functional()`,
 see `_write_back`): the trace records which input leaves it replaced, by
@@ -49,7 +57,7 @@ import numpy as np
 from ._context import CONTEXT
 from ._frames import _carry_state, _closed_over, _leaks, _local
 from ._hooks import HOOKS, hooked_call
-from ._pytree import _aux_of
+from ._pytree import _aux_of, _touch, signature_of, stamp, stampable
 from ._typecheck import _enabled as _CHECKS
 
 _ARRAY_TYPES = (jax.Array, np.ndarray)
@@ -77,6 +85,7 @@ class _Compiled:
         "fast",
         "jitted",
         "out_dyn",
+        "out_stamps",
         "out_static",
         "out_treedef",
         "placed",
@@ -92,6 +101,10 @@ class _Compiled:
         self.placed: Any = None  # input placements on a mesh, pinned on outputs (_sharding.py)
         self.writers: list[tuple[tuple[Any, ...], str]] | None = None
         self.split: int | None = None  # donated leaves start here ('all-except-first')
+        # Which returned trees are stamped for the next call (see `_stamp_outputs`):
+        # None until the first call has returned, then a list of
+        # (output index, first leaf, end leaf, treedef, signature).
+        self.out_stamps: list[tuple[int, int, int, Any, int]] | None = None
 
 
 class _Dispatcher:
@@ -115,6 +128,11 @@ class _Dispatcher:
         # compiled. At most `limit` entries; the least recently called goes
         # first (each hit stamps `entry.used`, one integer store).
         self.cache: dict[Any, Any] = {}
+        # The same entries keyed by the call's top-level arguments alone: each
+        # array's aval, each stamped tree's signature (`_pytree.stamp`), so a
+        # call on stamped trees finds its program without flattening them.
+        self.by_stamp: dict[Any, _Compiled] = {}
+        self.unstamped: set[Any] = set()  # argument structures that cannot be stamped
         self.limit = CACHE_LIMIT
         self.clock = 0
         self.traces = 0  # how many times `fun` was traced (see `compile_stats`)
@@ -129,10 +147,14 @@ class _Dispatcher:
     def clear(self) -> None:
         """Drops every compiled program (and every op-by-op verdict)."""
         self.cache.clear()
+        self.by_stamp.clear()
+        self.unstamped.clear()
         self.refused.clear()
         if self.direct is not None:
-            for direct in self.direct:
-                direct.clear_cache()
+            for pair in self.direct.values():
+                for direct in pair:  # (a pair may also be held by its method's memo)
+                    direct.clear_cache()
+            self.direct.clear()
             self.direct_cached = 0
 
     def __call__(
@@ -144,28 +166,51 @@ class _Dispatcher:
         eager: bool = False,
     ) -> Any:
         root = (lead, args, kwargs)
-        leaves, treedef = _flatten(root)
-        entry = None
-        if _JAX_TYPES.issuperset(map(type, leaves)):
-            # The common repeat call: every leaf a concrete jax.Array, so the
-            # signature is the treedef and the avals (the key `_entry` builds,
-            # in the same form), gathered in C. Entries pinned to a mesh or
-            # splitting donated arguments take `_entry`.
-            key_t = (treedef, _CHECKS[0], *map(_AVAL, leaves))
-            try:
-                entry = self.cache.get(key_t)
-            except TypeError:  # unhashable node data: `_entry` says so in house form
-                entry = None
-            if entry is None or entry is _OP_BY_OP or not entry.fast:
-                entry = None
-            else:
-                self.clock = entry.used = self.clock + 1
-                dyn, fresh = leaves, False
-        if entry is None:
-            found = self._entry(root, eager, leaves, treedef)
-            if found is _NOT_COMPILED:
-                return _NOT_COMPILED
-            entry, dyn, key_t, fresh = found
+        entry = key_s = None
+        if not kwargs:
+            # Arrays and stamped trees only (a training loop feeding back what
+            # the last step returned): the program, found without a tree walk.
+            key_s, dyn = _stamp_key(lead, args)
+            if key_s is not None:
+                entry = self.by_stamp.get(key_s)
+        if entry is not None:
+            self.clock = entry.used = self.clock + 1
+            fresh, key_t = False, None
+        else:
+            leaves, treedef = _flatten(root)
+            if _JAX_TYPES.issuperset(map(type, leaves)):
+                # The common repeat call: every leaf a concrete jax.Array, so
+                # the signature is the treedef and the avals (the key `_entry`
+                # builds, in the same form), gathered in C. Entries pinned to a
+                # mesh or splitting donated arguments take `_entry`.
+                key_t = (treedef, _CHECKS[0], *map(_AVAL, leaves))
+                try:
+                    entry = self.cache.get(key_t)
+                except TypeError:  # unhashable node data: `_entry` says so in house form
+                    entry = None
+                if entry is None or entry is _OP_BY_OP or not entry.fast:
+                    entry = None
+                else:
+                    self.clock = entry.used = self.clock + 1
+                    dyn, fresh = leaves, False
+            if entry is None:
+                found = self._entry(root, eager, leaves, treedef)
+                if found is _NOT_COMPILED:
+                    return _NOT_COMPILED
+                entry, dyn, key_t, fresh = found
+            elif key_s is not None:
+                # Stamped arguments whose signature maps to this entry: the
+                # next such call skips the walk.
+                if len(self.by_stamp) >= self.limit:
+                    self.by_stamp.clear()
+                self.by_stamp[key_s] = entry
+            elif not kwargs and not entry.changed and treedef not in self.unstamped:
+                # Arguments a later call may pass again (a model called on new
+                # data, an evaluation loop): stamped, so that call skips the walk.
+                if not (_stamp_modules(lead) and _stamp_modules(args)):
+                    if len(self.unstamped) >= self.limit:
+                        self.unstamped.clear()
+                    self.unstamped.add(treedef)  # (a list inside, say): not tried again
         split = entry.split
         groups = (dyn,) if split is None else (dyn[:split], dyn[split:])
         try:
@@ -179,7 +224,7 @@ class _Dispatcher:
                 out_dyn, state = entry.jitted(*groups)
         except _UNTRACEABLE:
             # An eager call falls back op by op for this signature only.
-            if eager:
+            if eager and key_t is not None:
                 self.cache[key_t] = _OP_BY_OP
             else:
                 self.cache.pop(key_t, None)
@@ -192,9 +237,18 @@ class _Dispatcher:
         if fresh:
             # Repeat calls take the fast path once a trace has succeeded.
             entry.fast = entry.split is None and entry.placed is None
-        if entry.out_static is None:
-            return entry.out_treedef.unflatten(out_dyn)
-        return _output(entry, out_dyn)
+        if entry.out_static is not None:
+            return _output(entry, out_dyn)
+        out = entry.out_treedef.unflatten(out_dyn)
+        stamps = entry.out_stamps
+        if stamps is None:
+            stamps = entry.out_stamps = _out_stamps(entry, out_dyn)
+        for path, start, end, tree, signature in stamps:
+            value = out
+            for index in path:
+                value = value[index]
+            stamp(value, out_dyn[start:end], tree, signature, checked=True)
+        return out
 
     def _entry(
         self, root: Any, eager: bool = False, leaves: Any = None, treedef: Any = None
@@ -405,6 +459,103 @@ _AVAL = operator.attrgetter("aval")
 _flatten = jax.tree_util.default_registry.flatten  # `jax.tree.flatten` minus two Python frames
 
 
+def _stamp_key(lead: tuple[Any, ...], args: tuple[Any, ...]) -> tuple[Any, Any]:
+    """The stamp signature of a call on arrays and stamped modules, and its array leaves.
+
+    `(None, None)` when an argument holds anything else. Tuples (named
+    tuples too, such as optax states) and None are walked here in Python;
+    each array adds its aval and each stamped module its signature (which
+    stands for its treedef and leaf avals), so the key determines the full
+    signature `_entry` would build, and the leaves come in flatten order.
+    """
+    key: list[Any] = [_CHECKS[0], len(lead)]
+    dyn: list[Any] = []
+    if _stamp_walk(lead, key, dyn) and _stamp_walk(args, key, dyn):
+        return tuple(key), dyn
+    return None, None
+
+
+def _stamp_walk(values: tuple[Any, ...], key: list[Any], dyn: list[Any]) -> bool:
+    stamps = CONTEXT.stamps
+    jax_types = _JAX_TYPES
+    for value in values:
+        kind = type(value)
+        if kind in jax_types:
+            key.append(value.aval)
+            dyn.append(value)
+        elif value is None:
+            key.append(None)
+        elif issubclass(kind, tuple):
+            key.append((kind, len(value)))
+            if not _stamp_walk(value, key, dyn):
+                return False
+        else:
+            found = stamps.get(id(value))
+            if found is None or found[3] is None or found[0]() is not value:
+                return False
+            key.append(found[3])
+            dyn += found[1]
+    return True
+
+
+def _stamp_modules(values: tuple[Any, ...]) -> bool:
+    """Stamps the module trees among `values` (walking tuples), for the next call on them.
+
+    Returns whether `_stamp_walk` will now accept `values`: every value an
+    array, None, a tuple of such, or a module that could be stamped.
+    """
+    from ._module import Module  # (imports this module)
+
+    stamps = CONTEXT.stamps
+    for value in values:
+        if value is None or type(value) in _JAX_TYPES:
+            continue
+        if isinstance(value, tuple):
+            if not _stamp_modules(value):
+                return False
+            continue
+        if not isinstance(value, Module):
+            return False
+        found = stamps.get(id(value))
+        if found is not None and found[3] is not None and found[0]() is value:
+            continue
+        leaves, treedef = _flatten(value)
+        if not (stampable(treedef) and _JAX_TYPES.issuperset(map(type, leaves))):
+            return False
+        stamp(value, leaves, treedef, signature_of(treedef, leaves), checked=True)
+    return True
+
+
+def _out_stamps(entry: _Compiled, out_dyn: list[Any]) -> list[tuple[Any, ...]]:
+    """Where the modules a call of `entry` returns sit, found on its first call.
+
+    One `(path, first leaf, end leaf, treedef, signature)` per module tree in
+    the output, the output itself or reached through tuples (`model,
+    opt_state, loss`, with the optimiser's moments inside `opt_state`).
+    """
+    from ._module import Module  # (imports this module)
+
+    found: list[tuple[Any, ...]] = []
+
+    def walk(treedef: Any, path: tuple[int, ...], start: int) -> None:
+        data = treedef.node_data()
+        if data is None:
+            return
+        if issubclass(data[0], Module):
+            if stampable(treedef):
+                end = start + treedef.num_leaves
+                signature = signature_of(treedef, out_dyn[start:end])
+                found.append((path, start, end, treedef, signature))
+            return
+        if issubclass(data[0], tuple):
+            for index, child in enumerate(treedef.children()):
+                walk(child, (*path, index), start)
+                start += child.num_leaves
+
+    walk(entry.out_treedef, (), 0)
+    return found
+
+
 def _output(entry: _Compiled, out_dyn: list[Any]) -> Any:
     """The call's output: the static leaves the trace recorded, the arrays it returned."""
     out = list(entry.out_static)
@@ -451,6 +602,7 @@ def _write_back(entry: _Compiled, root: Any, values: list[Any]) -> None:
         if isinstance(value, tracer) and _leaks(owner, d[name], value):
             raise _closed_over(owner, name)
         d[name] = value
+    _touch()
 
 
 def write_state(root: Any, changed: list[int], values: list[Any]) -> None:
@@ -507,8 +659,9 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
 
     Two routes lead to the program. A call on arrays alone (`model(x)`, array
     keyword arguments too) first takes the direct route: `jax.jit` itself
-    over the module and the arrays, so a repeat call is jax's own C++
-    dispatch and nothing else. Its trace proves the call changes no state
+    over the module's leaves and the arrays, one pair of jits per treedef,
+    so a repeat call on a stamped module is a lookup and jax's own C++
+    dispatch. Its trace proves the call changes no state
     (no leaf replaced, no attribute added, arrays only in the output); a call
     that does change state (Dropout drawing, BatchNorm in training) stops
     that trace before anything is compiled, and from then on modules of that
@@ -520,6 +673,7 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
     lock = CONTEXT.lock
     refused = dispatcher.refused
     jax_types = _JAX_TYPES
+    stamps = CONTEXT.stamps
     local = _local  # per thread: the open `_carry_state` frames of blox's transforms
 
     def direct_body(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -545,11 +699,37 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
         dispatcher.compiles += 1
         return out
 
+    # The module travels as its flat leaves, one `jax.jit` pair per treedef:
+    # a stamped module (see `_pytree.stamp`) then costs no tree walk at all.
     # One `jax.jit` per setting of the runtime shape checks (they run while
     # tracing): a program traced without them never serves a checked call.
-    # (Two distinct functions: jax keys its trace cache on the function.)
-    directs = tuple(jax.jit(_distinct(direct_body)) for _ in range(2))
-    dispatcher.direct = directs
+    # (Distinct functions: jax keys its trace cache on the function.)
+    by_treedef: dict[Any, tuple[Any, Any]] = {}
+    dispatcher.direct = by_treedef
+    # The last treedef looked up and its programs, as one tuple (threads read it whole).
+    memo: list[Any] = [(None, None)]
+
+    def programs(treedef: Any) -> tuple[Any, Any]:
+        last, found = memo[0]
+        if last is treedef:
+            return found
+        found = by_treedef.get(treedef)
+        if found is None:
+
+            def body(leaves: list[Any], *args: Any, **kwargs: Any) -> Any:
+                return direct_body(treedef.unflatten(leaves), *args, **kwargs)
+
+            found = by_treedef[treedef] = (jax.jit(body), jax.jit(_distinct(body)))
+        memo[0] = treedef, found
+        return found
+
+    def flat(self: Any) -> tuple[list[Any], Any]:
+        entry = stamps.get(id(self))
+        if entry is not None and entry[0]() is self:
+            return entry[1], entry[2]
+        leaves, treedef = _flatten(self)
+        stamp(self, leaves, treedef)
+        return leaves, treedef
 
     def refuse(self: Any) -> None:
         if len(refused) >= CACHE_LIMIT:
@@ -569,9 +749,10 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
             and self.__dict__["_blox_aux"] not in refused
         ):
             traces = dispatcher.traces
+            leaves, treedef = flat(self)
             _CALLER.root = (self,)
             try:
-                out = directs[_CHECKS[0]](self, *args, **kwargs)
+                out = programs(treedef)[_CHECKS[0]](leaves, *args, **kwargs)
             except (_NotDirect, *_UNTRACEABLE):
                 _CALLER.root = ()
                 refuse(self)  # the dispatcher below runs it (and says why, if it must)
@@ -583,8 +764,8 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
                 if dispatcher.traces != traces:
                     dispatcher.direct_cached += 1
                     if dispatcher.direct_cached > dispatcher.limit:
-                        for direct in directs:  # bounded, as the dispatcher's cache is
-                            direct.clear_cache()
+                        by_treedef.clear()  # bounded, as the dispatcher's cache is
+                        memo[0] = None, None
                         dispatcher.direct_cached = 0
                 return out
         with lock:

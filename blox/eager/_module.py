@@ -42,6 +42,7 @@ from ._pytree import (
     _flatten_with_keys,
     _is_array,
     _restructure,
+    _touch,
     _unflatten,
     leaf_names,
 )
@@ -238,6 +239,7 @@ class Module(Surgery):
                     f"module.{name} = value.astype({str(old.dtype)!r})."
                 )
             d[name] = jnp.asarray(value) if isinstance(value, np.ndarray) else value
+            _touch()
             return
         if name.startswith("_blox_"):
             d[name] = value
@@ -604,6 +606,7 @@ class Module(Surgery):
             if name in state_dict:
                 old = owner.__dict__[attr]
                 owner.__dict__[attr] = jnp.asarray(state_dict[name], dtype=old.dtype)
+        _touch()
         return LoadResult(missing, unexpected)
 
     # -- functional form ---------------------------------------------------------------------
@@ -701,6 +704,7 @@ class Module(Surgery):
             )
         for owner, attr, value in writes:
             owner.__dict__[attr] = value
+        _touch()
 
     # -- repr ----------------------------------------------------------------------------------
 

@@ -17,7 +17,9 @@ checkpoints and the state write-back all use it, so there is one answer to
 "what is this leaf called".
 """
 
+import itertools
 import operator
+import weakref
 from typing import Any
 
 import jax
@@ -37,6 +39,104 @@ def _is_array(value: Any) -> bool:
 def _restructure(module: Any) -> None:
     """Drops `module`'s cached static half after a structural change."""
     module.__dict__["_blox_aux"] = None
+    _touch()
+
+
+# -- stamped flattenings -------------------------------------------------------------------
+#
+# A compiled call flattens its module arguments on every call: jax calls
+# `_flatten` once per module object, a few hundred ns each, which on a small
+# model is most of what blox adds to raw `jax.jit`. Objects blox has just
+# flattened (a model called eagerly) or just built (the model a compiled
+# training step returned) are stamped with their leaves and treedef in
+# `CONTEXT.stamps`, keyed by `id`; the next call on the same object reuses
+# them. Every write to a module's arrays or structure (`__setattr__`,
+# `_restructure`, state write-back, `load_state_dict`, surgery, sharding)
+# calls `_touch`, which empties the table: a stamp is only ever read while no
+# module anywhere has changed since it was made. Trees that hold a mutable
+# container (a list or dict, which can change without telling any module) or
+# a pytree node blox does not know are never stamped.
+
+
+def _touch() -> None:
+    """Some module's arrays or structure changed: forgets every stamped flattening."""
+    stamps = CONTEXT.stamps
+    if stamps:
+        stamps.clear()
+
+
+def stamp(
+    obj: Any,
+    leaves: list[Any],
+    treedef: Any,
+    signature: int | None = None,
+    *,
+    checked: bool = False,
+) -> None:
+    """Records `obj`'s flattening for the next call on it, if its tree may be stamped.
+
+    `signature` (from `signature_of`) names the treedef and leaf avals
+    together, for a compiled call's cache; None leaves it to be found later.
+    `checked`: the caller already knows `stampable(treedef)`.
+    """
+    if not checked and not stampable(treedef):
+        return
+    key = id(obj)
+    stamps = CONTEXT.stamps
+
+    def forget(ref: Any) -> None:  # the object died: drop its stamp (not a successor's)
+        entry = stamps.get(key)
+        if entry is not None and entry[0] is ref:
+            del stamps[key]
+
+    stamps[key] = (weakref.ref(obj, forget), leaves, treedef, signature)
+
+
+def stamped(obj: Any) -> Any:
+    """`(ref, leaves, treedef, signature)` stamped on `obj`, or None (hot paths inline this)."""
+    entry = CONTEXT.stamps.get(id(obj))
+    if entry is not None and entry[0]() is obj:
+        return entry
+    return None
+
+
+def stampable(treedef: Any) -> bool:
+    """Whether trees of `treedef` may be stamped: modules, tuples and None, over leaves."""
+    safe = _STAMPABLE.get(treedef)
+    if safe is None:
+        if len(_STAMPABLE) >= INTERN_LIMIT:
+            _STAMPABLE.clear()
+        safe = _STAMPABLE[treedef] = treedef.num_nodes > 1 and _immutable_nodes(treedef)
+    return safe
+
+
+def signature_of(treedef: Any, leaves: list[Any]) -> int:
+    """One number per distinct (treedef, leaf avals): a cheap key for compiled calls."""
+    key = (treedef, *(leaf.aval for leaf in leaves))
+    found = _SIGNATURES.get(key)
+    if found is None:
+        if len(_SIGNATURES) >= INTERN_LIMIT:
+            _SIGNATURES.clear()  # numbers are never reused: old keys simply miss
+        found = _SIGNATURES[key] = next(_NUMBERS)
+    return found
+
+
+# treedef -> whether every node is a module, a tuple (named tuples too) or None.
+_STAMPABLE: dict[Any, bool] = {}
+_SIGNATURES: dict[Any, int] = {}
+_NUMBERS = itertools.count()
+
+
+def _immutable_nodes(treedef: Any) -> bool:
+    from ._module import Module  # (imports this module)
+
+    data = treedef.node_data()
+    if data is None:  # a leaf
+        return True
+    kind = data[0]
+    if not (kind is type(None) or issubclass(kind, tuple) or issubclass(kind, Module)):
+        return False
+    return all(_immutable_nodes(child) for child in treedef.children())
 
 
 class _Aux:
@@ -149,7 +249,8 @@ def _unflatten(aux: _Aux, children: Any) -> Any:
     module = _new(aux.cls)
     d = module.__dict__
     d.update(aux.base)
-    d.update(zip(aux.names, children))
+    for name, child in zip(aux.names, children):  # (measured faster than update(zip))
+        d[name] = child
     if _local.frames:
         _note_copy(module)
     return module

@@ -17,6 +17,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from blox.core import Param, internal
 
 from . import _module  # partly initialised when _dispatch imports this file
+from ._pytree import _touch
 
 
 def shard(model: Any, mesh: Mesh, rules: Any = None) -> Any:
@@ -81,6 +82,7 @@ def shard(model: Any, mesh: Mesh, rules: Any = None) -> Any:
     # Assigned only once every array is placed: an error leaves the model as it was.
     for owner, attr, value in placed:
         owner.__dict__[attr] = value
+    _touch()
     return out
 
 

@@ -11,6 +11,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ._pytree import _touch
+
 
 class Surgery:
     """PyTorch's tree-editing methods, mixed into `blox.eager.Module`."""
@@ -87,6 +89,7 @@ class Surgery:
                 new = jax.device_put(new, device)
             if new is not value:
                 modules[prefix].__dict__[attr] = new
+                _touch()
         return self
 
     def float(self) -> Any:

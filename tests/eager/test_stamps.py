@@ -1,0 +1,233 @@
+"""Stamped flattenings: a compiled call reuses a module tree's leaves until anything changes.
+
+Every way of changing a model between two calls must reach the next call,
+the table must never keep a dead model's or a replaced array's memory, and a
+training loop fed its own outputs must give the same numbers as one that
+walks every tree.
+"""
+
+import gc
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from blox import eager as nn
+from blox.eager._context import CONTEXT
+
+
+def data(shape, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
+def mlp(seed=0):
+    return nn.Sequential(nn.Linear(4, 8, seed=seed), jax.nn.relu, nn.Linear(8, 3, seed=seed + 1))
+
+
+def op_by_op(model, x):
+    with jax.disable_jit():
+        return model(x)
+
+
+def test_a_called_model_is_stamped_and_its_repeat_call_agrees():
+    model, x = mlp(), data((5, 4))
+    first = model(x)
+    assert id(model) in CONTEXT.stamps
+    np.testing.assert_array_equal(model(x), first)
+    np.testing.assert_allclose(first, op_by_op(model, x), rtol=1e-6, atol=1e-6)
+
+
+def _set_kernel(model):
+    model[0].kernel = model[0].kernel * 2.0
+
+
+def _load_state_dict(model):
+    state = model.state_dict()
+    model.load_state_dict({k: v * 0.5 for k, v in state.items()})
+
+
+def _load_params(model):
+    _fn, params = model.functional()
+    model.load_params(jax.tree.map(lambda v: v + 1.0, params))
+
+
+def _to_half(model):
+    model.to(jnp.float16)
+
+
+def _freeze(model):
+    model[0].freeze()
+
+
+def _replace_layer(model):
+    model.__setattr__("2", nn.Linear(8, 3, seed=9))
+
+
+@pytest.mark.parametrize(
+    "change", [_set_kernel, _load_state_dict, _load_params, _to_half, _freeze, _replace_layer]
+)
+def test_every_change_between_calls_reaches_the_next_call(change):
+    model, x = mlp(), data((5, 4))
+    model(x)
+    change(model)
+    assert not CONTEXT.stamps, "a change must forget every stamp"
+    out = model(x)
+    np.testing.assert_allclose(out, op_by_op(model, x), rtol=2e-3, atol=2e-3)  # float16 case
+
+
+def test_a_mode_switch_between_calls_reaches_the_next_call():
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.9))
+    x = data((64, 4))
+    model.eval()
+    quiet = model(x)
+    np.testing.assert_array_equal(model(x), quiet)
+    model.train()
+    assert (model(x) == 0).mean() > 0.5  # dropout now drops
+
+
+class Blocks(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = [nn.Linear(4, 4, seed=1), nn.Linear(4, 4, seed=2)]
+
+    def __call__(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def test_a_list_of_modules_mutated_in_place_is_never_stale():
+    model, x = Blocks(), data((2, 4))
+    model(x)
+    assert id(model) not in CONTEXT.stamps  # a list can change without telling any module
+    model.blocks[1] = nn.Linear(4, 4, seed=7)
+    np.testing.assert_allclose(model(x), op_by_op(model, x), rtol=1e-6, atol=1e-6)
+    model.blocks.append(nn.Linear(4, 4, seed=8))
+    np.testing.assert_allclose(model(x), op_by_op(model, x), rtol=1e-6, atol=1e-6)
+
+
+def test_stamps_keep_no_dead_model_and_no_replaced_array_alive():
+    model, x = mlp(), data((5, 4))
+    model(x)
+    key = id(model)
+    del model
+    gc.collect()
+    assert key not in CONTEXT.stamps
+    model = mlp()
+    model(x)
+    old = model[0].kernel
+    ref = _weak(old)
+    model[0].kernel = jnp.zeros_like(old)
+    del old
+    gc.collect()
+    assert ref() is None, "the replaced kernel must not be kept alive by a stamp"
+
+
+def _weak(array):
+    import weakref
+
+    return weakref.ref(array)
+
+
+def step_fn():
+    opt = optax.adam(1e-2)
+
+    def step(model, opt_state, x, y):
+        def loss(m):
+            return jnp.mean((m(x) - y) ** 2)
+
+        value, grads = nn.filter_value_and_grad(loss)(model)
+        updates, opt_state = opt.update(grads, opt_state, nn.trainable(model))
+        return eqx.apply_updates(model, updates), opt_state, value
+
+    return opt, step
+
+
+def _train(steps, *, forget):
+    opt, body = step_fn()
+    step = nn.filter_jit(body)
+    model = nn.Sequential(nn.Linear(4, 8, seed=3), nn.Dropout(0.2, seed=4), nn.Linear(8, 2, seed=5))
+    opt_state = opt.init(nn.trainable(model))
+    x, y = data((16, 4), 1), data((16, 2), 2)
+    losses = []
+    for _ in range(steps):
+        if forget:
+            CONTEXT.stamps.clear()
+        model, opt_state, value = step(model, opt_state, x, y)
+        losses.append(float(value))
+    return model, opt_state, losses, step
+
+
+def test_a_training_loop_fed_its_outputs_matches_one_that_walks_every_tree():
+    stamped_model, stamped_state, stamped_losses, step = _train(6, forget=False)
+    walked_model, walked_state, walked_losses, _ = _train(6, forget=True)
+    assert stamped_losses == walked_losses
+    for a, b in zip(
+        jax.tree.leaves((stamped_model, stamped_state)),
+        jax.tree.leaves((walked_model, walked_state)),
+    ):
+        np.testing.assert_array_equal(a, b)
+    dispatcher = step._blox_dispatcher
+    assert len(dispatcher.by_stamp) == 1  # the loop found its program by stamps
+    assert nn.compile_stats(step).traces == 1
+
+
+def test_a_returned_model_changed_between_steps_is_seen():
+    opt, body = step_fn()
+    step = nn.filter_jit(body)
+    model = mlp()
+    opt_state = opt.init(nn.trainable(model))
+    x, y = data((8, 4)), data((8, 3))
+    for _ in range(3):
+        model, opt_state, _ = step(model, opt_state, x, y)
+    model[2].bias = jnp.full((3,), 100.0)
+    _, _, value = step(model, opt_state, x, y)
+    expected = jnp.mean((op_by_op(model, x) - y) ** 2)
+    np.testing.assert_allclose(value, expected, rtol=1e-5)
+
+
+def test_a_dict_in_the_optimiser_state_changed_in_place_is_seen():
+    # optax.inject_hyperparams keeps its hyperparameters in a dict, which
+    # users change in place: a state holding a dict is walked on every call.
+    opt = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
+
+    @nn.filter_jit
+    def step(model, opt_state, x):
+        grads = nn.filter_grad(lambda m: jnp.sum(m(x)))(model)
+        updates, opt_state = opt.update(grads, opt_state, nn.trainable(model))
+        return eqx.apply_updates(model, updates), opt_state
+
+    model, x = mlp(), data((4, 4))
+    opt_state = opt.init(nn.trainable(model))
+    for _ in range(3):
+        model, opt_state = step(model, opt_state, x)
+    opt_state.hyperparams["learning_rate"] = jnp.asarray(0.0)
+    before = [np.asarray(leaf) for leaf in jax.tree.leaves(model)]
+    model, opt_state = step(model, opt_state, x)
+    for a, b in zip(before, jax.tree.leaves(model)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_an_evaluation_loop_stamps_its_model_once_and_tracks_changes():
+    evaluate = nn.filter_jit(lambda m, x: m(x))
+    model = mlp()
+    for i in range(3):
+        x = data((5, 4), i)
+        np.testing.assert_allclose(evaluate(model, x), op_by_op(model, x), rtol=1e-6, atol=1e-6)
+    assert len(evaluate._blox_dispatcher.by_stamp) == 1
+    model[0].bias = jnp.ones(8)
+    np.testing.assert_allclose(evaluate(model, x), op_by_op(model, x), rtol=1e-6, atol=1e-6)
+
+
+def test_a_model_that_cannot_be_stamped_is_walked_every_call_and_not_retried():
+    evaluate = nn.filter_jit(lambda m, x: m(x))
+    model, x = Blocks(), data((2, 4))
+    evaluate(model, x)
+    evaluate(model, x)
+    dispatcher = evaluate._blox_dispatcher
+    assert len(dispatcher.unstamped) == 1 and not dispatcher.by_stamp
+    model.blocks[0] = nn.Linear(4, 4, seed=11)
+    np.testing.assert_allclose(evaluate(model, x), op_by_op(model, x), rtol=1e-6, atol=1e-6)
