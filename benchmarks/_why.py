@@ -21,7 +21,7 @@ WHY: dict[tuple[str, str, str], str] = {
         "blox eager's compiled step is NNX's: the same BatchNorm formulation "
         "(`use_fast_variance=True`, blox eager's default) traced in flax's order, "
         "the same bytes accessed and flops in XLA's cost analysis (914 MB, 3.15 "
-        "GFLOP; 1.5 kB more for five state copies), and 0.99x of NNX's CPU time "
+        "GFLOP; 1.5 kB more for five state copies), and 0.98-0.99x of NNX's CPU time "
         "paired in one process (docs/cnn-performance.md). A row where NNX is "
         "ahead is the run's noise; blox core runs raw JAX's ancestor formulation."
     ),
