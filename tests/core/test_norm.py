@@ -203,10 +203,11 @@ def test_batch_norm_gradients_do_not_flow_into_running_stats() -> None:
     assert np.abs(np.asarray(jax.grad(output)(x))).max() > 1e-3
 
 
-def test_batch_sharded_over_a_named_axis_normalises_like_the_whole_batch() -> None:
+@pytest.mark.parametrize("fast", [False, True], ids=["two_pass", "fast_variance"])
+def test_batch_sharded_over_a_named_axis_normalises_like_the_whole_batch(fast: bool) -> None:
     graph, _, params = _graph()
-    bn = bx.BatchNorm(graph / "bn", axis_name="data", momentum=0.5)
-    local = bx.BatchNorm(graph / "local", momentum=0.5)
+    bn = bx.BatchNorm(graph / "bn", axis_name="data", momentum=0.5, use_fast_variance=fast)
+    local = bx.BatchNorm(graph / "local", momentum=0.5, use_fast_variance=fast)
     x = _input((8, 3))
     x = x + jnp.repeat(jnp.array([0.0, 6.0]), 4)[:, None]  # the halves differ in mean
     shards = x.reshape(2, 4, 3)
