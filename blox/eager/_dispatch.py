@@ -57,7 +57,7 @@ import numpy as np
 from ._context import CONTEXT
 from ._frames import _carry_state, _closed_over, _leaks, _local
 from ._hooks import HOOKS, hooked_call
-from ._pytree import _aux_of, _touch, signature_of, stamp, stampable
+from ._pytree import _aux_of, _touch, builder, signature_of, stamp, stampable
 from ._typecheck import _enabled as _CHECKS
 
 _ARRAY_TYPES = (jax.Array, np.ndarray)
@@ -81,6 +81,7 @@ class _Compiled:
     """
 
     __slots__ = (
+        "build",
         "changed",
         "fast",
         "jitted",
@@ -239,10 +240,11 @@ class _Dispatcher:
             entry.fast = entry.split is None and entry.placed is None
         if entry.out_static is not None:
             return _output(entry, out_dyn)
-        out = entry.out_treedef.unflatten(out_dyn)
         stamps = entry.out_stamps
         if stamps is None:
             stamps = entry.out_stamps = _out_stamps(entry, out_dyn)
+            entry.build = builder(entry.out_treedef) or entry.out_treedef.unflatten
+        out = entry.build(out_dyn)
         for path, start, end, tree, signature in stamps:
             value = out
             for index in path:
@@ -479,22 +481,25 @@ def _stamp_walk(values: tuple[Any, ...], key: list[Any], dyn: list[Any]) -> bool
     stamps = CONTEXT.stamps
     jax_types = _JAX_TYPES
     for value in values:
-        kind = type(value)
-        if kind in jax_types:
+        if type(value) in jax_types:
             key.append(value.aval)
             dyn.append(value)
-        elif value is None:
-            key.append(None)
-        elif issubclass(kind, tuple):
-            key.append((kind, len(value)))
-            if not _stamp_walk(value, key, dyn):
-                return False
-        else:
-            found = stamps.get(id(value))
-            if found is None or found[3] is None or found[0]() is not value:
+            continue
+        found = stamps.get(id(value))
+        if found is not None:  # a module (ids of live objects are unique)
+            if found[3] is None or found[0]() is not value:
                 return False
             key.append(found[3])
             dyn += found[1]
+        elif value is None:
+            key.append(None)
+        elif isinstance(value, tuple):
+            key.append(type(value))
+            key.append(len(value))
+            if not _stamp_walk(value, key, dyn):
+                return False
+        else:
+            return False
     return True
 
 

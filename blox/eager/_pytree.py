@@ -259,6 +259,80 @@ def _unflatten(aux: _Aux, children: Any) -> Any:
 _new = object.__new__
 
 
+# -- building outputs --------------------------------------------------------------------------
+#
+# A compiled training step returns model-shaped trees (the model, the
+# optimiser's moments) on every call. `treedef.unflatten` builds them with
+# one call of `_unflatten` per module from jax's C++ side; a builder compiled
+# once per treedef builds the same objects in one Python function, about 2.5x
+# faster on a small model.
+
+_BUILDER_NODES = 4096  # larger trees keep `treedef.unflatten`
+
+
+def builder(treedef: Any) -> Any:
+    """A function `build(leaves)` equal to `treedef.unflatten(leaves)`, or None.
+
+    Trees of modules, tuples, named tuples, lists and None only; anything
+    else (dicts, other pytree nodes) returns None and keeps jax's unflatten.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from blox import eager as nn
+        >>> leaves, treedef = jax.tree.flatten((nn.Linear(2, 3), None))
+        >>> rebuilt = builder(treedef)(leaves)
+        >>> jax.tree.structure(rebuilt) == treedef, rebuilt[0].kernel is leaves[0]
+        (True, True)
+    """
+    from ._module import Module  # (imports this module)
+
+    if treedef.num_nodes > _BUILDER_NODES:
+        return None
+    env: dict[str, Any] = {"_new": _new, "_local": _local, "_note_copy": _note_copy}
+    lines: list[str] = []
+    modules: list[str] = []
+    counts = [0]  # leaves read so far
+
+    def emit(node: Any) -> str | None:
+        data = node.node_data()
+        if data is None:
+            counts[0] += 1
+            return f"L[{counts[0] - 1}]"
+        kind, aux = data
+        children = [emit(child) for child in node.children()]
+        if None in children:
+            return None
+        items = "".join(f"{child}, " for child in children)
+        if kind is tuple:
+            return f"({items})"
+        if kind is list:
+            return f"[{items}]"
+        if kind is type(None):
+            return "None"
+        n = len(env)
+        if issubclass(kind, tuple) and hasattr(kind, "_fields"):
+            env[f"T{n}"] = kind
+            return f"T{n}({items})"
+        if issubclass(kind, Module) and isinstance(aux, _Aux) and aux.cls is kind:
+            env[f"C{n}"], env[f"B{n}"] = kind, aux.base
+            lines.append(f"    m{n} = _new(C{n}); d = m{n}.__dict__; d.update(B{n})")
+            lines.extend(f"    d[{name!r}] = {child}" for name, child in zip(aux.names, children))
+            modules.append(f"m{n}")
+            return f"m{n}"
+        return None
+
+    out = emit(treedef)
+    if out is None:
+        return None
+    if modules:
+        lines.append("    if _local.frames:")
+        lines.append(f"        for m in ({''.join(m + ', ' for m in modules)}):")
+        lines.append("            _note_copy(m)")
+    source = "def build(L):\n" + "\n".join(lines) + f"\n    return {out}\n"
+    exec(compile(source, f"<blox builder of {treedef.num_nodes} nodes>", "exec"), env)
+    return env["build"]
+
+
 def _key_text(key: Any) -> str:
     """One step of a JAX key path as it appears in a dotted leaf name."""
     if isinstance(key, jax.tree_util.GetAttrKey):

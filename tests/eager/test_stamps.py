@@ -231,3 +231,23 @@ def test_a_model_that_cannot_be_stamped_is_walked_every_call_and_not_retried():
     assert len(dispatcher.unstamped) == 1 and not dispatcher.by_stamp
     model.blocks[0] = nn.Linear(4, 4, seed=11)
     np.testing.assert_allclose(evaluate(model, x), op_by_op(model, x), rtol=1e-6, atol=1e-6)
+
+
+def test_the_output_builder_equals_jax_unflatten_and_declines_what_it_cannot_build():
+    from typing import NamedTuple
+
+    from blox.eager._pytree import builder
+
+    class State(NamedTuple):
+        count: jax.Array
+        moments: tuple
+
+    tree = (mlp(), State(jnp.zeros(()), (None, [nn.Linear(2, 2, seed=1)])), jnp.ones(3))
+    leaves, treedef = jax.tree.flatten(tree)
+    built = builder(treedef)(leaves)
+    assert jax.tree.structure(built) == treedef
+    assert all(a is b for a, b in zip(jax.tree.leaves(built), leaves))
+    assert type(built[1]) is State and built[1].moments[0] is None
+    assert type(built[1].moments[1]) is list and built[0] is not tree[0]
+    np.testing.assert_array_equal(built[0](jnp.ones((1, 4))), tree[0](jnp.ones((1, 4))))
+    assert builder(jax.tree.structure({"a": 1})) is None  # dicts keep jax's unflatten
