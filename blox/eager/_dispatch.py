@@ -728,10 +728,7 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
         memo[0] = treedef, found
         return found
 
-    def flat(self: Any) -> tuple[list[Any], Any]:
-        entry = stamps.get(id(self))
-        if entry is not None and entry[0]() is self:
-            return entry[1], entry[2]
+    def flat(self: Any) -> tuple[list[Any], Any]:  # (`call` reads a stamp inline first)
         leaves, treedef = _flatten(self)
         stamp(self, leaves, treedef)
         return leaves, treedef
@@ -741,23 +738,32 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
             refused.clear()  # bounded; a refused structure is simply refused again
         refused.add(_aux_of(self))
 
+    hooks = HOOKS
+    config = jax.config
+
     @functools.wraps(method)
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if HOOKS.table and forward:
+        if hooks.table and forward:
             return hooked_call(method, self, args, kwargs)
-        if dispatcher.fun is None or jax.config.jax_disable_jit:
+        if dispatcher.fun is None or config.jax_disable_jit:
             return method(self, *args, **kwargs)
         if (
             not local.frames
             and (jax_types.issuperset(map(type, args)) or _all_jax(args))
             and (not kwargs or _all_jax(kwargs.values()))
-            and self.__dict__["_blox_aux"] not in refused
+            and (not refused or self.__dict__["_blox_aux"] not in refused)
         ):
             traces = dispatcher.traces
-            leaves, treedef = flat(self)
+            entry = stamps.get(id(self))
+            if entry is not None and entry[0]() is self:
+                leaves, treedef = entry[1], entry[2]
+            else:
+                leaves, treedef = flat(self)
+            last, found = memo[0]
+            pair = found if last is treedef else programs(treedef)
             _CALLER.root = (self,)
             try:
-                out = programs(treedef)[_CHECKS[0]](leaves, *args, **kwargs)
+                out = pair[_CHECKS[0]](leaves, *args, **kwargs)
             except (_NotDirect, *_UNTRACEABLE):
                 _CALLER.root = ()
                 refuse(self)  # the dispatcher below runs it (and says why, if it must)
