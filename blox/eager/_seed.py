@@ -359,9 +359,9 @@ class _NotSampled(Exception):
 
 def _draw(rng: Any, params: Any, init: Any, shape: tuple[int, ...], dtype: Any) -> Any:
     """Creates one parameter concretely inside `_sampled`'s abstract trace."""
-    with jax.ensure_compile_time_eval():
-        key = None
-        if rng is not None:
+    key = None
+    if rng is not None:
+        with jax.ensure_compile_time_eval():
             # Rng.__call__ on the host: fold_in(seed, counter), counter + 1.
             count = rng.get_counter(params)
             if isinstance(count, jax.core.Tracer):
@@ -371,7 +371,9 @@ def _draw(rng: Any, params: Any, init: Any, shape: tuple[int, ...], dtype: Any) 
             if key is None:
                 raise _NotSampled
             params = rng.seed(params, counter=np.uint32((count + 1) % 2**32))
-        value = sampling.sample(init, key, shape, dtype)
+    # Outside compile-time evaluation: under it, compiling a sampling program
+    # would also run (and compile) each constant operation in it.
+    value = sampling.sample(init, key, shape, dtype)
     if value is None:
         raise _NotSampled
     return value, params

@@ -176,3 +176,16 @@ def test_programs_compiled_under_other_xla_flags_are_kept_apart(tmp_path, monkey
     monkeypatch.setenv("XLA_FLAGS", "")
     default = _sampling._cache_file("uniform")
     assert low != default and os.path.dirname(low) == os.path.dirname(default) == str(tmp_path)
+
+
+def test_the_unrolled_threefry_equals_the_primitive():
+    import jax.extend.random as xr
+
+    words = np.random.default_rng(0).integers(0, 2**32, size=(4, 257), dtype=np.uint32)
+    words[:, :4] = [[0, 2**32 - 1, 0, 2**32 - 1]] * 4  # the extremes of each word
+    k1, k2 = np.uint32(words[0, 5]), np.uint32(words[1, 7])
+    x1, x2 = words[2], words[3]
+    want = jax.jit(lambda a, b, c, d: xr.threefry2x32_p.bind(a, b, c, d))(k1, k2, x1, x2)
+    got = jax.jit(_sampling._threefry_unrolled)(k1, k2, x1, x2)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
