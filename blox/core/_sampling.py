@@ -12,7 +12,7 @@ bit those of the compiled initialiser (tests/core/test_sampling.py checks a
 spread of shapes, scales, modes and distributions).
 
 The compiled programs are also kept on disk (serialised executables, about
-100 KiB each), so a new process loads them instead of compiling: under
+50 KiB each), so a new process loads them instead of compiling: under
 `$BLOX_CACHE_DIR`, default `~/.cache/blox`; set `BLOX_CACHE_DIR=off` to
 neither read nor write. Only these sampling programs are stored there; JAX's
 own persistent compilation cache is untouched. A file's name carries the
