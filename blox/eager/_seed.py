@@ -451,8 +451,10 @@ def _make_plan(rng: Any, key: jax.Array, drawn: list[tuple[Any, ...]], params: A
             source: Any = "seed"
         elif id(value) in index:
             source = index[id(value)]
-        elif isinstance(value, jax.Array) and not jax.dtypes.issubdtype(
-            value.dtype, jax.dtypes.prng_key
+        elif (
+            isinstance(value, jax.Array)
+            and not jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key)
+            and not value.weak_type  # a host copy would lose it
         ):
             source = np.asarray(value)
         else:
