@@ -432,7 +432,7 @@ class _Plan:
                 value = values[source]
             else:  # a fresh buffer per layer: a shared one could be donated twice
                 value = jax.device_put(source)
-            data[path] = core.Param(value, trainable=trainable, metadata=metadata)
+            data[path] = core.Param(value, trainable=trainable, metadata=dict(metadata))
         return core.Params._make(data, self.locked)
 
 
