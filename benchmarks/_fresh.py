@@ -1,12 +1,13 @@
 """Timing one cold event in a fresh Python process: a model's construction, a first call.
 
 `measure(case, contender, env)` starts `python -m benchmarks._fresh CASE
-CONTENDER` with a time limit; the child imports what the contender needs
-(untimed), then times one event from nothing to ready arrays and prints the
-seconds as its last line. A fresh process is the only honest cold start: JAX
-keeps compiled programs (and the random samplers behind every initialiser)
-for the life of the process, and `jax.clear_caches()` does not reach all of
-them.
+CONTENDER` with a time limit; the child imports what the contender needs,
+starts the backend and compiles one trivial program (untimed, so that no
+contender's event pays the process's one-time compiler start-up), then times
+one event from nothing to ready arrays and prints the seconds as its last
+line. A fresh process is the only honest cold start: JAX keeps compiled
+programs (and the random samplers behind every initialiser) for the life of
+the process, and `jax.clear_caches()` does not reach all of them.
 
 Cases: `build/<model>` constructs a model (`mlp`, `cnn`, `deep`);
 `call/mlp` and `step/mlp` build untimed, then time the first jitted forward
@@ -21,6 +22,8 @@ import time
 from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
+
+import numpy as np
 
 from . import _common as c
 
@@ -168,6 +171,12 @@ def main(case: str, contender: str) -> None:
     import jax
 
     jax.devices()  # the backend starts untimed: every contender's event finds it up
+    # So does the compiler: a process's first compile also loads JAX's MLIR
+    # dialects and starts XLA's pipeline (~20 ms, once). Untimed here, no
+    # contender pays it in its event, whether or not its setup compiled
+    # something (op-by-op initialisers do; blox eager, with its sampling
+    # programs on disk, compiles nothing before its first call).
+    jax.block_until_ready(jax.jit(lambda x: x + 1)(np.float32(0)))
     event = _event(case, contender)
     start = time.perf_counter()
     _ready(event())

@@ -1,13 +1,14 @@
 """Building a model, and its first call and training step, each in a fresh process.
 
 Every timed event runs in a new Python process (see `_fresh.py`), after its
-imports and untimed setup: nothing compiled earlier in the run can help it,
-as when a user starts a script. Three models are constructed in every
-library's own way (raw JAX: `jax.random.normal` per kernel; blox core: the
-creating call; blox eager, Equinox, Flax NNX, PyTorch: their constructors):
-the compute group's MLP (784-1024x3-10), a CNN of 10 differently shaped 3x3
-convolutions each with a BatchNorm, and 24 layers of 512x512. Then, on the
-MLP, the first jitted forward and the first Adam step (trace, compile, run).
+imports, a trivial warm-up compile and untimed setup: nothing compiled earlier
+in the run can help it, as when a user starts a script. Three models are
+constructed in every library's own way (raw JAX: `jax.random.normal` per
+kernel; blox core: the creating call; blox eager, Equinox, Flax NNX, PyTorch:
+their constructors): the compute group's MLP (784-1024x3-10), a CNN of 10
+differently shaped 3x3 convolutions each with a BatchNorm, and 24 layers of
+512x512. Then, on the MLP, the first jitted forward and the first Adam step
+(trace, compile, run).
 
 blox eager makes initial values with a few fixed-size sampling programs that
 it keeps on disk (`$BLOX_CACHE_DIR`, see docs/state-threading.md): its main

@@ -136,7 +136,7 @@ class Rng(Module):
             data[seed_path] = Param(_as_key(self, seed), trainable=False, metadata=_SEED_TAG)
         if counter is not None or first:
             data[counter_path] = Param(
-                jnp.asarray(0 if counter is None else counter, jnp.uint32),
+                _as_counter(counter),
                 trainable=False,
                 metadata=_COUNTER_TAG,
             )
@@ -168,6 +168,14 @@ class Rng(Module):
         new = dict(data)
         new[path + ("counter",)] = count.replace(value=count.value + jnp.uint32(1))
         return key, Params._make(new, params._locked)
+
+
+def _as_counter(counter: Any) -> jax.Array:
+    # A host value is put on the device as it is: `jnp.asarray` would compile
+    # a conversion program, tens of milliseconds in a fresh process.
+    if counter is None or isinstance(counter, np.uint32):
+        return jax.device_put(np.uint32(0 if counter is None else counter))
+    return jnp.asarray(counter, jnp.uint32)
 
 
 def _as_key(rng: Rng, seed: Any) -> jax.Array:

@@ -12,7 +12,7 @@ bit those of the compiled initialiser (tests/core/test_sampling.py checks a
 spread of shapes, scales, modes and distributions).
 
 The compiled programs are also kept on disk (serialised executables, about
-100 KiB each), so a new process loads them instead of compiling: under
+50 KiB each), so a new process loads them instead of compiling: under
 `$BLOX_CACHE_DIR`, default `~/.cache/blox`; set `BLOX_CACHE_DIR=off` to
 neither read nor write. Only these sampling programs are stored there; JAX's
 own persistent compilation cache is untouched. A file's name carries the
@@ -37,7 +37,7 @@ from ._initializers import Uniform, VarianceScaling
 CHUNK = 1 << 16
 """Elements per call of a sampling program."""
 
-_VERSION = 1  # bump when the programs change, so stale cache files are ignored
+_VERSION = 2  # bump when the programs change, so stale cache files are ignored
 _programs: dict[str, Any] = {}
 _impl: list[Any] = []
 
@@ -169,6 +169,27 @@ def _threefry_key(key: Any) -> bool:
     return str(jax.random.key_impl(key)) == "threefry2x32"
 
 
+def _threefry_unrolled(
+    k1: jax.Array, k2: jax.Array, x1: jax.Array, x2: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """`threefry2x32_p` on uint32 arrays as straight-line ops (as `threefry2x32`).
+
+    On CPU JAX lowers the primitive to a rolled loop, which XLA compiles in
+    about three times the time of these 20 unrolled rounds; integer
+    arithmetic, so the bits are the same (tests/core/test_sampling.py).
+    """
+    keys = (k1, k2, k1 ^ k2 ^ np.uint32(0x1BD11BDA))
+    x = [x1 + keys[0], x2 + keys[1]]
+    for block in range(5):
+        for rotation in _ROTATIONS[block % 2]:
+            x[0] = x[0] + x[1]
+            x[1] = (x[1] << np.uint32(rotation)) | (x[1] >> np.uint32(32 - rotation))
+            x[1] = x[1] ^ x[0]
+        x[0] = x[0] + keys[(block + 1) % 3]
+        x[1] = x[1] + keys[(block + 2) % 3] + np.uint32(block + 1)
+    return x[0], x[1]
+
+
 def _offset_impl() -> Any:
     """A PRNG implementation whose key is threefry's key plus a 64-bit element offset."""
     if _impl:
@@ -180,7 +201,7 @@ def _offset_impl() -> Any:
             raise NotImplementedError("the sampling programs draw 32-bit floats only")
         low = data[3] + jax.lax.iota(np.uint32, math.prod(shape))
         high = data[2] + (low < data[3]).astype(np.uint32)
-        bits1, bits2 = xr.threefry2x32_p.bind(data[0], data[1], high, low)
+        bits1, bits2 = _threefry_unrolled(data[0], data[1], high, low)
         # As jax's partitionable threefry: element i gets threefry(key, i), folded.
         return (bits1 ^ bits2).reshape(shape)
 
@@ -303,7 +324,8 @@ def sample(init: Any, key: Any, shape: tuple[int, ...], dtype: Any) -> jax.Array
     Covered: `jax.nn.initializers.zeros` and `ones` (any dtype, no compile), and
     `VarianceScaling` and `Uniform` with float32 values and a threefry key
     (JAX's default).
-    Anything else returns `None`, and the caller initialises as usual.
+    Anything else returns `None`, and the caller initialises as usual. The
+    values are concrete arrays even when called inside a trace.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -317,7 +339,7 @@ def sample(init: Any, key: Any, shape: tuple[int, ...], dtype: Any) -> jax.Array
     shape = tuple(int(d) for d in shape)
     if init is jax.nn.initializers.zeros or init is jax.nn.initializers.ones:
         fill = np.zeros if init is jax.nn.initializers.zeros else np.ones
-        return jax.device_put(fill(shape, np.dtype(dtype)))
+        return _concrete(fill(shape, np.dtype(dtype)))
     if type(init) not in (VarianceScaling, Uniform) or key is None:
         return None
     if np.dtype(dtype) != np.float32:
@@ -344,4 +366,10 @@ def sample(init: Any, key: Any, shape: tuple[int, ...], dtype: Any) -> jax.Array
     chunks = [program(np.array([k1, k2, 0, start], np.uint32), scale) for start in starts]
     for start, chunk in zip(starts, chunks):
         out[start : start + CHUNK] = np.asarray(chunk)[: size - start]
-    return jax.device_put(out.reshape(shape))
+    return _concrete(out.reshape(shape))
+
+
+def _concrete(values: np.ndarray) -> jax.Array:
+    # `device_put` inside a trace would give a tracer.
+    with jax.ensure_compile_time_eval():
+        return jax.device_put(values)

@@ -309,10 +309,17 @@ def init_params(
     cached = CONTEXT.init_programs.get(signature) if signature is not None else None
     if signature is None or cached is _OP_BY_OP or jax.config.jax_disable_jit:
         return create(rng.seed(core.Params(), seed=key))
-    if cached is None or cached is _SAMPLED:
-        params = _sampled(create, rng, key)
+    if isinstance(cached, _Plan):
+        params = cached.replay(rng, key)
         if params is not None:
-            CONTEXT.init_programs[signature] = _SAMPLED
+            return params
+    if cached is None or cached is _SAMPLED or isinstance(cached, _Plan):
+        found = _sampled(create, rng, key)
+        if found is not None:
+            params, plan = found
+            if signature not in CONTEXT.init_programs and len(CONTEXT.init_programs) >= INIT_LIMIT:
+                CONTEXT.init_programs.pop(next(iter(CONTEXT.init_programs)))
+            CONTEXT.init_programs[signature] = _SAMPLED if plan is None else plan
             return params
         cached = None
     if cached is None:
@@ -348,7 +355,8 @@ def init_params(
     return core.Params.from_dict({path: params[path] for path in order}, locked=params.is_locked)
 
 
-# CONTEXT.init_programs: signature -> (jitted, creation order), _OP_BY_OP or _SAMPLED
+# CONTEXT.init_programs: signature -> (jitted, creation order), _OP_BY_OP, _SAMPLED
+# or a _Plan
 _OP_BY_OP = object()
 _SAMPLED = object()
 
@@ -357,43 +365,128 @@ class _NotSampled(Exception):
     """A parameter the fixed-size sampling programs do not cover."""
 
 
-def _draw(rng: Any, params: Any, init: Any, shape: tuple[int, ...], dtype: Any) -> Any:
-    """Creates one parameter concretely inside `_sampled`'s abstract trace."""
-    with jax.ensure_compile_time_eval():
-        key = None
-        if rng is not None:
+def _draw_counted(
+    rng: Any, params: Any, init: Any, shape: tuple[int, ...], dtype: Any
+) -> tuple[Any, Any, int | None, Any]:
+    """Creates one parameter concretely inside `_sampled`'s abstract trace.
+
+    Returns the value, the params (counter advanced), and the counter and seed
+    its key was folded from (`None` without an `Rng`).
+    """
+    key = count = seed = None
+    if rng is not None:
+        with jax.ensure_compile_time_eval():
             # Rng.__call__ on the host: fold_in(seed, counter), counter + 1.
             count = rng.get_counter(params)
             if isinstance(count, jax.core.Tracer):
                 raise _NotSampled
             count = int(count)
-            key = sampling.fold_in(rng.get_seed(params), count)
+            seed = rng.get_seed(params)
+            key = sampling.fold_in(seed, count)
             if key is None:
                 raise _NotSampled
             params = rng.seed(params, counter=np.uint32((count + 1) % 2**32))
-        value = sampling.sample(init, key, shape, dtype)
+    # Outside compile-time evaluation: under it, compiling a sampling program
+    # would also run (and compile) each constant operation in it.
+    value = sampling.sample(init, key, shape, dtype)
     if value is None:
         raise _NotSampled
-    return value, params
+    return value, params, count, seed
+
+
+class _Plan:
+    """How a sampled configuration's params were made, to make them again for a new key.
+
+    `create` depends on nothing but its signature and the key (the contract
+    that lets `init_params` cache a compiled `create` per signature), so a
+    second layer of the same configuration draws the same initialisers at the
+    same shapes and counters: replaying them skips tracing `create` again.
+    `entries` holds, in creation order, each param's path, trainable flag,
+    metadata and source: ``'seed'`` (the key), the index of a draw, or a host
+    copy of a value that does not depend on the key (the final counter).
+    """
+
+    def __init__(self, rng: Any, draws: list[tuple[Any, ...]], entries: list[Any], locked: bool):
+        self.rng, self.draws, self.entries, self.locked = rng, draws, entries, locked
+
+    def replay(self, rng: Any, key: jax.Array) -> Any:
+        """The params `create` would make from `key`, or `None` where not possible."""
+        from blox import core
+
+        if rng is not self.rng:
+            return None
+        values = []
+        for init, shape, dtype, count in self.draws:
+            folded = None if count is None else sampling.fold_in(key, count)
+            if count is not None and folded is None:
+                return None  # not a concrete threefry key: the caller traces as usual
+            value = sampling.sample(init, folded, shape, dtype)
+            if value is None:
+                return None
+            values.append(value)
+        data = {}
+        for path, trainable, metadata, source in self.entries:
+            if isinstance(source, str):
+                value = key
+            elif isinstance(source, int):
+                value = values[source]
+            else:  # a fresh buffer per layer: a shared one could be donated twice
+                value = jax.device_put(source)
+            data[path] = core.Param(value, trainable=trainable, metadata=dict(metadata))
+        return core.Params._make(data, self.locked)
+
+
+def _make_plan(rng: Any, key: jax.Array, drawn: list[tuple[Any, ...]], params: Any) -> Any:
+    """The `_Plan` of `params` made from `key` by `drawn`, or `None` if not replayable."""
+    draws, index = [], {}
+    for number, (rng_used, init, shape, dtype, count, seed, value) in enumerate(drawn):
+        if count is not None and (rng_used is not rng or seed is not key):
+            return None  # drawn from another Rng, or a seed not the key
+        draws.append((init, shape, dtype, count))
+        index[id(value)] = number
+    entries = []
+    for path, param in params.items():
+        value = param.value
+        if value is key:
+            source: Any = "seed"
+        elif id(value) in index:
+            source = index[id(value)]
+        elif (
+            isinstance(value, jax.Array)
+            and not jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key)
+            and not value.weak_type  # a host copy would lose it
+        ):
+            source = np.asarray(value)
+        else:
+            return None
+        entries.append((path, param.trainable, param.metadata, source))
+    return _Plan(rng, draws, entries, params.is_locked)
 
 
 def _sampled(create: Callable[[Any], Any], rng: Any, key: jax.Array) -> Any:
-    """`create`'s params with values from `blox.core._sampling`, or `None`.
+    """`create`'s params with values from `blox.core._sampling`, and their `_Plan`, or `None`.
 
     `create` runs abstractly (`jax.eval_shape`: its example forward pass is
     traced, never compiled), while every parameter is drawn and initialised
     concretely as it is created, from programs compiled once per process (and
     kept on disk): so a new shape costs no compile. Returns `None` when some
     parameter is not covered (another initialiser or dtype) or is computed
-    from the forward pass; the caller then compiles `create` as before.
+    from the forward pass; the caller then compiles `create` as before. The
+    plan is `None` where the params cannot be replayed from a new key.
     """
     from blox import core
 
     seeded = rng.seed(core.Params(), seed=key, counter=np.uint32(0))
     made: list[Any] = []
+    drawn: list[tuple[Any, ...]] = []
+
+    def hook(rng_used: Any, params: Any, init: Any, shape: tuple[int, ...], dtype: Any) -> Any:
+        value, params, count, seed = _draw_counted(rng_used, params, init, shape, dtype)
+        drawn.append((rng_used, init, shape, dtype, count, seed, value))
+        return value, params
 
     def run() -> None:
-        with sampling.planning(_draw):
+        with sampling.planning(hook):
             params = create(seeded)
         if not any(isinstance(p.value, jax.core.Tracer) for p in params.values()):
             made.append(params)
@@ -404,4 +497,6 @@ def _sampled(create: Callable[[Any], Any], rng: Any, key: jax.Array) -> Any:
         # Not covered (_NotSampled), or the creating call cannot run abstractly;
         # a real error in it is raised again, as before, by the compiled path.
         return None
-    return made[0] if made else None
+    if not made:
+        return None
+    return made[0], _make_plan(rng, key, drawn, made[0])

@@ -107,7 +107,10 @@ def test_host_keys_equal_jax_keys():
 
 
 def _sampled_configurations() -> int:
-    return sum(value is _seed._SAMPLED for value in CONTEXT.init_programs.values())
+    return sum(
+        value is _seed._SAMPLED or isinstance(value, _seed._Plan)
+        for value in CONTEXT.init_programs.values()
+    )
 
 
 def test_eager_layers_built_by_sampling_equal_the_core_creating_call_under_jit():
@@ -132,6 +135,46 @@ def test_eager_layers_built_by_sampling_equal_the_core_creating_call_under_jit()
             np.testing.assert_array_equal(np.asarray(value), np.asarray(expected[path].value))
 
 
+def test_a_repeated_configuration_replays_its_draws_as_the_creating_call_would():
+    # The second build of a configuration replays the first one's draws for its
+    # own key (no trace of the creating call); everything must be as the core's
+    # creating call under jit makes it for that key: paths and their order,
+    # values bit for bit, flags, metadata, and buffers of its own.
+    cases = [
+        (bx.Linear, (7,), {}, jnp.zeros((1, 5))),
+        (bx.Conv, ((3, 3), 4), {}, jnp.zeros((1, 6, 6, 3))),
+        (bx.BatchNorm, (), {}, jnp.zeros((1, 4))),
+        (bx.Linear, (3,), {"kernel_init": Uniform(0.3)}, jnp.zeros((2, 6))),
+    ]
+    for core_cls, args, options, x in cases:
+        layer, rng = nn.build_core("test", core_cls, args, options)
+        kwargs = {"is_training": False} if core_cls is bx.BatchNorm else {}
+        signature = ("replay-test", layer, x.shape)
+        make = lambda p, layer=layer, x=x, kwargs=kwargs: layer(p, x, **kwargs)[1]  # noqa: E731
+        first = nn.init_params("test", rng, 11, make, signature=signature)
+        assert isinstance(CONTEXT.init_programs[signature], _seed._Plan)
+        again = nn.init_params("test", rng, 12, make, signature=signature)
+        expected = jax.jit(lambda key, rng=rng, make=make: make(rng.seed(bx.Params(), seed=key)))(
+            jax.random.key(12)
+        )
+        # The creation order a first build gives (jit returns paths sorted).
+        assert list(again.keys()) == list(first.keys())
+        assert sorted(again.keys()) == sorted(expected.keys())
+        assert again.is_locked == first.is_locked
+        for path, param in again.items():
+            want = expected[path]
+            assert param.trainable == want.trainable and param.metadata == want.metadata
+            got_value, want_value = param.value, want.value
+            if jax.dtypes.issubdtype(got_value.dtype, jax.dtypes.prng_key):
+                got_value, want_value = (
+                    jax.random.key_data(got_value),
+                    jax.random.key_data(want_value),
+                )
+            assert got_value.dtype == want_value.dtype and got_value.shape == want_value.shape
+            np.testing.assert_array_equal(np.asarray(got_value), np.asarray(want_value))
+            assert param.value is not first[path].value
+
+
 def test_an_uncovered_initialiser_is_built_by_the_compiled_program():
     orthogonal = jax.nn.initializers.orthogonal()
     layer = nn.Linear(4, 4, seed=0, kernel_init=orthogonal)
@@ -139,6 +182,7 @@ def test_an_uncovered_initialiser_is_built_by_the_compiled_program():
     np.testing.assert_allclose(kernel.T @ kernel, np.eye(4), atol=1e-5)  # float32 QR round-off
     signature = (layer.core_layer, 4)
     assert CONTEXT.init_programs[signature] is not _seed._SAMPLED
+    assert not isinstance(CONTEXT.init_programs[signature], _seed._Plan)
 
 
 def test_the_global_stream_gives_the_same_keys_as_before():
@@ -176,3 +220,16 @@ def test_programs_compiled_under_other_xla_flags_are_kept_apart(tmp_path, monkey
     monkeypatch.setenv("XLA_FLAGS", "")
     default = _sampling._cache_file("uniform")
     assert low != default and os.path.dirname(low) == os.path.dirname(default) == str(tmp_path)
+
+
+def test_the_unrolled_threefry_equals_the_primitive():
+    import jax.extend.random as xr
+
+    words = np.random.default_rng(0).integers(0, 2**32, size=(4, 257), dtype=np.uint32)
+    words[:, :4] = [[0, 2**32 - 1, 0, 2**32 - 1]] * 4  # the extremes of each word
+    k1, k2 = np.uint32(words[0, 5]), np.uint32(words[1, 7])
+    x1, x2 = words[2], words[3]
+    want = jax.jit(lambda a, b, c, d: xr.threefry2x32_p.bind(a, b, c, d))(k1, k2, x1, x2)
+    got = jax.jit(_sampling._threefry_unrolled)(k1, k2, x1, x2)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
