@@ -392,7 +392,7 @@ class _Dispatcher:
 class _Caller(threading.local):
     """The module object a direct call was made on (the trace sees a copy)."""
 
-    root: tuple[Any, ...] = ()
+    root: Any = None
 
 
 _CALLER = _Caller()
@@ -761,17 +761,17 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
                 leaves, treedef = flat(self)
             last, found = memo[0]
             pair = found if last is treedef else programs(treedef)
-            _CALLER.root = (self,)
+            _CALLER.root = self
             try:
                 out = pair[_CHECKS[0]](leaves, *args, **kwargs)
             except (_NotDirect, *_UNTRACEABLE):
-                _CALLER.root = ()
+                _CALLER.root = None
                 refuse(self)  # the dispatcher below runs it (and says why, if it must)
             except BaseException:
-                _CALLER.root = ()
+                _CALLER.root = None
                 raise
             else:
-                _CALLER.root = ()  # (read only while tracing; not kept alive)
+                _CALLER.root = None  # (read only while tracing; not kept alive)
                 if dispatcher.traces != traces:
                     dispatcher.direct_cached += 1
                     if dispatcher.direct_cached > dispatcher.limit:
