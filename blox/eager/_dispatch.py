@@ -102,7 +102,7 @@ class _Compiled:
         self.placed: Any = None  # input placements on a mesh, pinned on outputs (_sharding.py)
         self.writers: list[tuple[tuple[Any, ...], str]] | None = None
         self.split: int | None = None  # donated leaves start here ('all-except-first')
-        # Which returned trees are stamped for the next call (see `_stamp_outputs`):
+        # Which returned trees are stamped for the next call (see `_out_stamps`):
         # None until the first call has returned, then a list of
         # (output index, first leaf, end leaf, treedef, signature).
         self.out_stamps: list[tuple[int, int, int, Any, int]] | None = None

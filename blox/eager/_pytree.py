@@ -92,14 +92,6 @@ def stamp(
     stamps[key] = (weakref.ref(obj, forget), leaves, treedef, signature)
 
 
-def stamped(obj: Any) -> Any:
-    """`(ref, leaves, treedef, signature)` stamped on `obj`, or None (hot paths inline this)."""
-    entry = CONTEXT.stamps.get(id(obj))
-    if entry is not None and entry[0]() is obj:
-        return entry
-    return None
-
-
 def stampable(treedef: Any) -> bool:
     """Whether trees of `treedef` may be stamped: modules, tuples and None, over leaves."""
     safe = _STAMPABLE.get(treedef)
