@@ -373,7 +373,7 @@ def raw_decode(spec: TransformerSpec) -> Callable[[], Program]:
     shape = (1, spec.length, spec.heads, spec.dim // spec.heads)
     fresh = [(jnp.zeros(shape), jnp.zeros(shape)) for _ in blocks], jnp.zeros((), jnp.int32)
 
-    def step(state, x):
+    def step(blocks, state, x):
         caches, index = state
         new = []
         for p, (ck, cv) in zip(blocks, caches):
@@ -390,7 +390,11 @@ def raw_decode(spec: TransformerSpec) -> Callable[[], Program]:
             new.append((ck, cv))
         return (new, index + 1), x
 
-    return lambda: _program(jax.jit(step), fresh, spec)
+    # The weights are an argument, as blox passes them: closed over, they
+    # would be baked into the program as constants, which a model whose
+    # weights live in its parameters (and change between checkpoints) cannot do.
+    jitted = jax.jit(step)
+    return lambda: _program(lambda state, x: jitted(blocks, state, x), fresh, spec)
 
 
 def core_decode(spec: TransformerSpec) -> Callable[[], Program]:
@@ -429,11 +433,18 @@ def core_decode(spec: TransformerSpec) -> Callable[[], Program]:
     params, _ = apply(params, jnp.zeros((1, 1, spec.dim)))
     for _, attn, *_ in layers:
         params = attn.init_cache(params, (1,), spec.length)
-    fresh = params.locked()
-    # Donated, as docs/attention.md advises: otherwise XLA copies every
-    # unchanged weight the step returns with the params (JAX issue #6284).
-    step = jax.jit(apply, donate_argnums=0)
-    return lambda: _program(lambda state, x: step(state, x), fresh, spec, renew=_copy)
+    # As docs/attention.md advises: the weights go in as an argument and only
+    # the state (the caches, the RNG) comes back, donated, so XLA neither
+    # copies an unchanged weight into a new output (JAX issue #6284) nor
+    # creates an output array per weight on every step.
+    weights, fresh = params.locked().split()
+
+    def step(weights, state, x):
+        state_out, y = apply(weights.merge(state), x)
+        return state_out.split()[1], y
+
+    jitted = jax.jit(step, donate_argnums=1)
+    return lambda: _program(lambda state, x: jitted(weights, state, x), fresh, spec, renew=_copy)
 
 
 def _copy(tree: Any) -> Any:

@@ -3,7 +3,11 @@
 The baseline is the same blocks written by hand in JAX (see `_transformer.py`).
 Target for blox: at most 1.03x. A second row times one cached decode step
 (batch 1, a 128-position cache per block; tokens/s is its inverse) against a
-hand-written cache and Flax NNX's `decode=True`.
+hand-written cache and Flax NNX's `decode=True`. Every jitted contender takes
+its weights as an argument (the hand-written cache too: closed over, they
+would become constants of the program); blox core's step is the one
+docs/attention.md recommends, weights in and only the cache out, donated.
+Target for blox core: at most 1.03x.
 """
 
 from . import _common as c
