@@ -18,6 +18,7 @@ from typing import Any
 import jax
 
 from . import _common as c
+from . import build
 from ._common import Result, Settings
 from ._why import why
 
@@ -301,6 +302,10 @@ def write(
         "statistics of one step feed the next. The compile group times cold first "
         f"calls ({settings.compile_rounds} rounds, `jax.clear_caches()` before each); "
         "the memory group reads XLA's temporary bytes of the compiled step. "
+        "The build group times one cold event per fresh Python process, after "
+        "untimed imports, a trivial compile and the event's setup, waited on until "
+        f"its arrays are ready ({build.ROUNDS} rounds of construction, "
+        f"{build.FIRST_ROUNDS} of first calls and steps). "
         "Ratios are to the row's raw-JAX baseline (a dict of arrays under "
         "`jax.jit`) and paired: the median over rounds of the contender's time "
         "divided by the baseline's time in the same round, with the IQR of those "

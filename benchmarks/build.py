@@ -44,6 +44,11 @@ NOTES = {
     c.NNX: "constructors",
     c.TORCH: "constructors",
 }
+# Construction rows are steady (quartiles within a few percent over 3 rounds);
+# a first call lasts ~50 ms, where one burst of outside load moves a round by
+# 20%, so the first-call and first-step rows take more rounds.
+ROUNDS = 3
+FIRST_ROUNDS = 9
 REQUIRES = {c.NNX: ("flax",), c.TORCH: ("torch",)}
 
 ROWS = [
@@ -72,7 +77,8 @@ def _quartiles(samples: list[float]) -> tuple[float, float]:
 
 def run(settings: Settings) -> list[Result]:
     """Times every row's cold event per contender, interleaved over rounds."""
-    rounds = 1 if settings.quick else 3
+    rounds = 1 if settings.quick else ROUNDS
+    first_rounds = 1 if settings.quick else FIRST_ROUNDS
     warm = tempfile.mkdtemp(prefix="blox-warm-")
     samples: dict[tuple[str, str], list[float]] = {}
     failed: dict[tuple[str, str], str] = {}
@@ -81,8 +87,10 @@ def run(settings: Settings) -> list[Result]:
         measure("build/cnn", c.BLOX_EAGER, {"BLOX_CACHE_DIR": warm})
     except RuntimeError as error:
         print(f"[benchmarks] {GROUP}: warming failed: {error}", file=sys.stderr)
-    for index in range(rounds):
+    for index in range(max(rounds, first_rounds)):
         for case, row, names in ROWS:
+            if index >= (rounds if case.startswith("build/") else first_rounds):
+                continue
             print(f"[benchmarks] {GROUP} / {row}: round {index + 1}", file=sys.stderr)
             for name in names:
                 key = (case, name)
