@@ -242,8 +242,12 @@ class _Dispatcher:
             return _output(entry, out_dyn)
         stamps = entry.out_stamps
         if stamps is None:
-            stamps = entry.out_stamps = _out_stamps(entry, out_dyn)
-            entry.build = builder(entry.out_treedef) or entry.out_treedef.unflatten
+            stamps = _out_stamps(entry, out_dyn)
+            build = builder(entry.out_treedef, {s[0]: s[1:] for s in stamps})
+            if build is None:  # jax's unflatten, then the stamps found here
+                entry.build, entry.out_stamps = entry.out_treedef.unflatten, stamps
+            else:  # the builder stamps as it builds
+                entry.build, entry.out_stamps = build, stamps = build, ()
         out = entry.build(out_dyn)
         for path, start, end, tree, signature in stamps:
             value = out

@@ -81,15 +81,22 @@ def stamp(
     """
     if not checked and not stampable(treedef):
         return
-    key = id(obj)
-    stamps = CONTEXT.stamps
+    ref = _StampRef(obj, _forget)
+    ref.key = key = id(obj)
+    CONTEXT.stamps[key] = (ref, leaves, treedef, signature)
 
-    def forget(ref: Any) -> None:  # the object died: drop its stamp (not a successor's)
-        entry = stamps.get(key)
-        if entry is not None and entry[0] is ref:
-            del stamps[key]
 
-    stamps[key] = (weakref.ref(obj, forget), leaves, treedef, signature)
+class _StampRef(weakref.ref):
+    """A stamp's weak reference to its object, knowing the stamp's key."""
+
+    __slots__ = ("key",)
+
+
+def _forget(ref: _StampRef, stamps: dict[int, Any] = CONTEXT.stamps) -> None:
+    """A stamped object died: drops its stamp (not a successor's under the same id)."""
+    entry = stamps.get(ref.key)
+    if entry is not None and entry[0] is ref:
+        del stamps[ref.key]
 
 
 def stampable(treedef: Any) -> bool:
@@ -262,11 +269,14 @@ _new = object.__new__
 _BUILDER_NODES = 4096  # larger trees keep `treedef.unflatten`
 
 
-def builder(treedef: Any) -> Any:
+def builder(treedef: Any, stamped: dict[tuple[int, ...], tuple[Any, ...]] | None = None) -> Any:
     """A function `build(leaves)` equal to `treedef.unflatten(leaves)`, or None.
 
     Trees of modules, tuples, named tuples, lists and None only; anything
     else (dicts, other pytree nodes) returns None and keeps jax's unflatten.
+    `stamped` maps the tuple-index path of a module subtree to `(first leaf,
+    end leaf, treedef, signature)`: the built function also stamps that
+    module (as `stamp` would), so the caller need not find it again.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -280,18 +290,26 @@ def builder(treedef: Any) -> Any:
 
     if treedef.num_nodes > _BUILDER_NODES:
         return None
-    env: dict[str, Any] = {"_new": _new, "_local": _local, "_note_copy": _note_copy}
+    stamped = stamped or {}
+    env: dict[str, Any] = {
+        "_new": _new,
+        "_local": _local,
+        "_note_copy": _note_copy,
+        "_Ref": _StampRef,
+        "_forget": _forget,
+        "_S": CONTEXT.stamps,  # (emptied in place, never replaced)
+    }
     lines: list[str] = []
     modules: list[str] = []
     counts = [0]  # leaves read so far
 
-    def emit(node: Any) -> str | None:
+    def emit(node: Any, path: tuple[int, ...] = ()) -> str | None:
         data = node.node_data()
         if data is None:
             counts[0] += 1
             return f"L[{counts[0] - 1}]"
         kind, aux = data
-        children = [emit(child) for child in node.children()]
+        children = [emit(child, (*path, i)) for i, child in enumerate(node.children())]
         if None in children:
             return None
         items = "".join(f"{child}, " for child in children)
@@ -310,6 +328,11 @@ def builder(treedef: Any) -> Any:
             lines.append(f"    m{n} = _new(C{n}); d = m{n}.__dict__; d.update(B{n})")
             lines.extend(f"    d[{name!r}] = {child}" for name, child in zip(aux.names, children))
             modules.append(f"m{n}")
+            if path in stamped:
+                start, end, tree, signature = stamped[path]
+                env[f"D{n}"] = tree
+                lines.append(f"    k = id(m{n}); r = _Ref(m{n}, _forget); r.key = k")
+                lines.append(f"    _S[k] = (r, L[{start}:{end}], D{n}, {signature!r})")
             return f"m{n}"
         return None
 
