@@ -31,13 +31,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from ._initializers import Uniform, VarianceScaling
 
 CHUNK = 1 << 16
 """Elements per call of a sampling program."""
 
-_VERSION = 2  # bump when the programs change, so stale cache files are ignored
+_VERSION = 3  # bump when the programs change, so stale cache files are ignored
 _programs: dict[str, Any] = {}
 _impl: list[Any] = []
 
@@ -177,16 +178,21 @@ def _threefry_unrolled(
     On CPU JAX lowers the primitive to a rolled loop, which XLA compiles in
     about three times the time of these 20 unrolled rounds; integer
     arithmetic, so the bits are the same (tests/core/test_sampling.py).
+    Written in `lax` primitives: each `jnp` operator is a jitted function of
+    its own, and tracing those ~130 of them was most of the time a
+    process's first model construction spent before XLA compiled anything.
     """
-    keys = (k1, k2, k1 ^ k2 ^ np.uint32(0x1BD11BDA))
-    x = [x1 + keys[0], x2 + keys[1]]
+    add, xor = lax.add, lax.bitwise_xor
+    keys = (k1, k2, xor(xor(k1, k2), np.uint32(0x1BD11BDA)))
+    x = [add(x1, keys[0]), add(x2, keys[1])]
     for block in range(5):
         for rotation in _ROTATIONS[block % 2]:
-            x[0] = x[0] + x[1]
-            x[1] = (x[1] << np.uint32(rotation)) | (x[1] >> np.uint32(32 - rotation))
-            x[1] = x[1] ^ x[0]
-        x[0] = x[0] + keys[(block + 1) % 3]
-        x[1] = x[1] + keys[(block + 2) % 3] + np.uint32(block + 1)
+            x[0] = add(x[0], x[1])
+            left = lax.shift_left(x[1], np.uint32(rotation))
+            x[1] = lax.bitwise_or(left, lax.shift_right_logical(x[1], np.uint32(32 - rotation)))
+            x[1] = xor(x[1], x[0])
+        x[0] = add(x[0], keys[(block + 1) % 3])
+        x[1] = add(add(x[1], keys[(block + 2) % 3]), np.uint32(block + 1))
     return x[0], x[1]
 
 
@@ -194,21 +200,24 @@ def _offset_impl() -> Any:
     """A PRNG implementation whose key is threefry's key plus a 64-bit element offset."""
     if _impl:
         return _impl[0]
-    import jax.extend.random as xr
+    try:  # the public `jax.extend.random` re-exports it, importing all of jax.extend (~15 ms)
+        from jax._src.extend.random import define_prng_impl
+    except ImportError:  # (a JAX that moved it)
+        from jax.extend.random import define_prng_impl
 
     def random_bits(data: jax.Array, bit_width: int, shape: tuple[int, ...]) -> jax.Array:
         if bit_width != 32:
             raise NotImplementedError("the sampling programs draw 32-bit floats only")
-        low = data[3] + jax.lax.iota(np.uint32, math.prod(shape))
-        high = data[2] + (low < data[3]).astype(np.uint32)
+        low = lax.add(data[3], lax.iota(np.uint32, math.prod(shape)))
+        high = lax.add(data[2], lax.convert_element_type(lax.lt(low, data[3]), np.uint32))
         bits1, bits2 = _threefry_unrolled(data[0], data[1], high, low)
         # As jax's partitionable threefry: element i gets threefry(key, i), folded.
-        return (bits1 ^ bits2).reshape(shape)
+        return lax.bitwise_xor(bits1, bits2).reshape(shape)
 
     def unsupported(*args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("an offset key only draws bits")
 
-    impl = xr.define_prng_impl(
+    impl = define_prng_impl(
         key_shape=(4,),
         seed=unsupported,
         split=unsupported,
