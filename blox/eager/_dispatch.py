@@ -19,7 +19,10 @@ step) and the modules it was called on are stamped with their leaves and a
 signature number; a call whose arguments are arrays, None, tuples and stamped
 modules (`_stamp_key`) finds its entry in `by_stamp` by that key and takes the
 leaves from the stamps, walking no module. Any change to any module empties
-the stamp table, so a stamp is only read while it is exact.
+the stamp table, so a stamp is only read while it is exact. The key of the
+last such call is also kept as generated straight-line code (`_make_probe`)
+that checks the next call against it, about twice as fast as the walk; a
+call of any other shape misses it and walks.
 
 A module method called on arrays alone goes first by a direct route:
 `jax.jit` itself over the module's leaves (stamped, so a repeat call walks
@@ -133,6 +136,10 @@ class _Dispatcher:
         # array's aval, each stamped tree's signature (`_pytree.stamp`), so a
         # call on stamped trees finds its program without flattening them.
         self.by_stamp: dict[Any, _Compiled] = {}
+        # The last stamp signature that hit, as a generated check of the call's
+        # shape (`_make_probe`) and its entry; the probes made so far, by key.
+        self.probe: tuple[Any, _Compiled] | None = None
+        self.probes: dict[Any, Any] = {}
         self.unstamped: set[Any] = set()  # argument structures that cannot be stamped
         self.limit = CACHE_LIMIT
         self.clock = 0
@@ -149,6 +156,8 @@ class _Dispatcher:
         """Drops every compiled program (and every op-by-op verdict)."""
         self.cache.clear()
         self.by_stamp.clear()
+        self.probe = None
+        self.probes.clear()
         self.unstamped.clear()
         self.refused.clear()
         if self.direct is not None:
@@ -171,9 +180,18 @@ class _Dispatcher:
         if not kwargs:
             # Arrays and stamped trees only (a training loop feeding back what
             # the last step returned): the program, found without a tree walk.
-            key_s, dyn = _stamp_key(lead, args)
-            if key_s is not None:
-                entry = self.by_stamp.get(key_s)
+            # First the shape of the last such call, checked by generated code.
+            probe = self.probe
+            if probe is not None:
+                dyn = probe[0](lead, args)
+                if dyn is not None:
+                    entry = probe[1]
+            if entry is None:
+                key_s, dyn = _stamp_key(lead, args)
+                if key_s is not None:
+                    entry = self.by_stamp.get(key_s)
+                    if entry is not None:
+                        self._arm(key_s, entry, lead, args)
         if entry is not None:
             self.clock = entry.used = self.clock + 1
             fresh, key_t = False, None
@@ -204,6 +222,8 @@ class _Dispatcher:
                 # next such call skips the walk.
                 if len(self.by_stamp) >= self.limit:
                     self.by_stamp.clear()
+                    self.probe = None
+                    self.probes.clear()
                 self.by_stamp[key_s] = entry
             elif not kwargs and not entry.changed and treedef not in self.unstamped:
                 # Arguments a later call may pass again (a model called on new
@@ -255,6 +275,15 @@ class _Dispatcher:
                 value = value[index]
             stamp(value, out_dyn[start:end], tree, signature, checked=True)
         return out
+
+    def _arm(self, key_s: Any, entry: _Compiled, lead: Any, args: Any) -> None:
+        """Makes the probe for stamp signature `key_s` (once) the first one tried."""
+        probe = self.probes.get(key_s)
+        if probe is None:
+            if len(self.probes) >= self.limit:
+                self.probes.clear()
+            probe = self.probes[key_s] = _make_probe(lead, args)
+        self.probe = probe, entry
 
     def _entry(
         self, root: Any, eager: bool = False, leaves: Any = None, treedef: Any = None
@@ -505,6 +534,63 @@ def _stamp_walk(values: tuple[Any, ...], key: list[Any], dyn: list[Any]) -> bool
         else:
             return False
     return True
+
+
+def _make_probe(lead: tuple[Any, ...], args: tuple[Any, ...]) -> Callable[..., Any]:
+    """`probe(lead, args)`: `_stamp_key`'s leaves for calls shaped exactly like this one.
+
+    Generated code checks what `_stamp_key` would put in the key, in the
+    same order, against this call's values: the shape-check setting, each
+    argument's kind (array, None, tuple type and length, stamped module),
+    each array's aval (interned, so compared by identity) and each stamped
+    module's signature; it returns the array leaves when all match and None
+    otherwise (the caller then walks as usual). One check per argument in
+    straight-line code costs about half of the walk it replaces.
+    """
+    env: dict[str, Any] = {"_S": CONTEXT.stamps, "_JT": _JAX_TYPES, "_CH": _CHECKS}
+    lines = [
+        f"    if _CH[0] is not {_CHECKS[0]!r} or len(lead) != {len(lead)} "
+        f"or len(args) != {len(args)}:",
+        "        return None",
+    ]
+    parts: list[str] = []
+    count = itertools.count()
+
+    def emit(value: Any, var: str) -> None:
+        n = next(count)
+        if type(value) in _JAX_TYPES:
+            env[f"A{n}"] = value.aval
+            lines.append(f"    if type({var}) not in _JT or {var}.aval is not A{n}:")
+            lines.append("        return None")
+            parts.append(var)
+            return
+        found = CONTEXT.stamps.get(id(value))
+        if found is not None:
+            lines.append(f"    s{n} = _S.get(id({var}))")
+            lines.append(
+                f"    if s{n} is None or s{n}[3] != {found[3]!r} or s{n}[0]() is not {var}:"
+            )
+            lines.append("        return None")
+            parts.append(f"*s{n}[1]")
+        elif value is None:
+            lines.append(f"    if {var} is not None:")
+            lines.append("        return None")
+        else:  # a tuple (`_stamp_key` accepted this call)
+            env[f"T{n}"] = type(value)
+            lines.append(f"    if type({var}) is not T{n} or len({var}) != {len(value)}:")
+            lines.append("        return None")
+            names = [f"v{n}_{i}" for i in range(len(value))]
+            if names:
+                lines.append(f"    {''.join(name + ', ' for name in names)}= {var}")
+            for item, name in zip(value, names, strict=True):
+                emit(item, name)
+
+    emit(lead, "lead")
+    emit(args, "args")
+    # (the top-level tuples' own checks are redundant with the lengths above; cheap)
+    source = "def probe(lead, args):\n" + "\n".join(lines) + f"\n    return [{', '.join(parts)}]\n"
+    exec(compile(source, "<blox stamp probe>", "exec"), env)
+    return env["probe"]
 
 
 def _stamp_modules(values: tuple[Any, ...]) -> bool:

@@ -7,6 +7,7 @@ walks every tree.
 """
 
 import gc
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -17,6 +18,7 @@ import pytest
 
 from blox import eager as nn
 from blox.eager._context import CONTEXT
+from blox.eager._dispatch import _make_probe
 
 
 def data(shape, seed=0):
@@ -173,6 +175,72 @@ def test_a_training_loop_fed_its_outputs_matches_one_that_walks_every_tree():
     dispatcher = step._blox_dispatcher
     assert len(dispatcher.by_stamp) == 1  # the loop found its program by stamps
     assert nn.compile_stats(step).traces == 1
+
+
+def test_the_probe_serves_a_loop_and_any_other_call_shape_falls_back():
+    # After one call found by stamps, the dispatcher checks the next call
+    # against that call's shape in generated code. Every other shape (a new
+    # batch size, a None, another dtype, a model of other sizes, the shape
+    # checks switched off) must miss the probe and reach its own program.
+    step = nn.filter_jit(lambda model, x, extra: model(x) if extra is None else model(x) + extra)
+    model, x = mlp(), data((5, 4))
+    # Everything built first: building a module forgets every stamp, and
+    # then no probe could match anyway.
+    other_model = nn.Sequential(nn.Linear(4, 6), jax.nn.relu, nn.Linear(6, 3))
+    twin = mlp(seed=3)
+    wide, half = data((7, 4)), x.astype(jnp.float16)
+    want = op_by_op(model, x)
+    calls = [
+        ((model, wide, None), op_by_op(model, wide)),
+        ((model, x, jnp.ones((5, 3))), want + 1.0),
+        ((model, half, None), op_by_op(model, half)),
+        ((other_model, x, None), op_by_op(other_model, x)),
+        ((twin, x, None), op_by_op(twin, x)),
+    ]
+    # Compiled; found by signature (and stamped); found by signature once
+    # more (and filed by stamp key); found by stamp key: the probe is armed.
+    for _ in range(4):
+        step(model, x, None)
+    dispatcher = step._blox_dispatcher
+    assert dispatcher.probe is not None
+    assert dispatcher.probe[0]((), (model, x, None)) is not None
+    np.testing.assert_allclose(step(model, x, None), want, rtol=1e-6, atol=1e-6)
+    # Each its own program (jax.jit would silently retrace a wrong one); the
+    # last, a model of the same sizes, shares the first one's.
+    for (args, expected), programs in zip(calls, [2, 3, 4, 5, 5], strict=True):
+        assert dispatcher.probe[0]((), args) is None or args[0] is twin
+        for _ in range(4):  # the fourth call arms this shape's probe
+            np.testing.assert_allclose(step(*args), expected, rtol=2e-3, atol=2e-3)
+        assert len(dispatcher.cache) == programs
+        assert dispatcher.probe[0]((), args) is not None
+    was = nn.typechecking_enabled()
+    nn.set_typechecking(not was)
+    try:
+        assert dispatcher.probe[0]((), calls[-1][0]) is None  # the key holds the setting
+        np.testing.assert_allclose(step(*calls[-1][0]), calls[-1][1], rtol=1e-6, atol=1e-6)
+    finally:
+        nn.set_typechecking(was)
+    np.testing.assert_allclose(step(model, x, None), want, rtol=1e-6, atol=1e-6)
+    dispatcher.clear()
+    assert dispatcher.probe is None and not dispatcher.probes
+
+
+class Pair(NamedTuple):
+    a: jax.Array
+    b: jax.Array
+
+
+def test_a_probe_tells_tuple_types_lengths_and_stamps_apart():
+    model, x = mlp(), data((5, 4))
+    model(x)  # stamped
+    probe = _make_probe((), (model, (x, x)))
+    assert probe((), (model, (x, x))) is not None
+    assert len(probe((), (model, (x, x)))) == len(jax.tree.leaves(model)) + 2
+    assert probe((), (model, Pair(x, x))) is None  # the key holds the tuple's type
+    assert probe((), (model, (x, x, x))) is None
+    assert probe((), (model, (x, None))) is None
+    assert probe((model,), (model, (x, x))) is None
+    assert probe((), (mlp(seed=5), (x, x))) is None  # built after: no stamp
 
 
 def test_a_returned_model_changed_between_steps_is_seen():
