@@ -21,6 +21,7 @@ import numpy as np
 RAW = "raw JAX (jax.jit)"
 RAW_EAGER = "raw JAX (op-by-op, no jit)"
 RAW_EQX = "raw JAX (eqx.filter_jit)"
+RAW_AGAIN = "raw JAX (jax.jit), a second copy"
 BLOX_EAGER = "blox eager (no jit)"
 BLOX_EAGER_NOCHECK = "blox eager (no jit, typecheck off)"
 BLOX_FILTER_JIT = "blox eager (nn.filter_jit)"

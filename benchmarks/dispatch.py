@@ -13,7 +13,14 @@ dict-of-arrays forward run op by op, blox's eager `model(x)` with no jit at
 all, and every jitted form. Targets: blox's eager forward at most 1.10x raw
 `jax.jit` blocked and 1.05x pipelined; `nn.filter_jit`'s Adam step at most
 1.05x raw `jax.jit` in both modes.
+
+Every row also times a second copy of the baseline (`RAW_AGAIN`: the same
+code, built and compiled again): its ratio to the baseline, 1.00x in a
+perfect harness, shows how far two identical programs drift apart in this
+run, the scale on which to read blox's few percent.
 """
+
+from dataclasses import replace
 
 from . import _common as c
 from ._common import Result, Settings
@@ -50,6 +57,7 @@ _STEP_NAMES = [
     c.NNX_CACHED,
     c.TORCH,
 ]
+_AGAIN = "the baseline's code, built and timed as a second contender: the harness's spread"
 # The largest ratio to raw jax.jit blox aims for, per row: (blocked, pipelined).
 FORWARD_TARGETS = (1.10, 1.05)
 STEP_TARGETS = (1.05, 1.05)
@@ -66,6 +74,8 @@ def run(settings: Settings) -> list[Result]:
     for pipelined, suffix in ((False, ""), (True, PIPELINED)):
         forward = c.pick(FORWARD, _FORWARD_NAMES, {c.BLOX_EAGER: FORWARD_TARGETS[pipelined]})
         step = c.pick(STEP, _STEP_NAMES, {c.BLOX_FILTER_JIT: STEP_TARGETS[pipelined]})
+        forward.insert(1, replace(FORWARD[c.RAW], name=c.RAW_AGAIN, note=_AGAIN))
+        step.insert(1, replace(STEP[c.RAW], name=c.RAW_AGAIN, note=_AGAIN))
         rows = ((FORWARD_ROW, c.reused(forward, forwards)), (STEP_ROW, c.reused(step, steps)))
         for row, contenders in rows:
             results += timed_row(
