@@ -298,6 +298,7 @@ def builder(treedef: Any, stamped: dict[tuple[int, ...], tuple[Any, ...]] | None
         "_Ref": _StampRef,
         "_forget": _forget,
         "_S": CONTEXT.stamps,  # (emptied in place, never replaced)
+        "_tnew": tuple.__new__,
     }
     lines: list[str] = []
     modules: list[str] = []
@@ -322,6 +323,8 @@ def builder(treedef: Any, stamped: dict[tuple[int, ...], tuple[Any, ...]] | None
         n = len(env)
         if issubclass(kind, tuple) and hasattr(kind, "_fields"):
             env[f"T{n}"] = kind
+            if _plain_namedtuple(kind):  # its generated __new__ only packs its arguments
+                return f"_tnew(T{n}, ({items}))"
             return f"T{n}({items})"
         if issubclass(kind, Module) and isinstance(aux, _Aux) and aux.cls is kind:
             env[f"C{n}"], env[f"B{n}"] = kind, aux.base
@@ -346,6 +349,12 @@ def builder(treedef: Any, stamped: dict[tuple[int, ...], tuple[Any, ...]] | None
     source = "def build(L):\n" + "\n".join(lines) + f"\n    return {out}\n"
     exec(compile(source, f"<blox builder of {treedef.num_nodes} nodes>", "exec"), env)
     return env["build"]
+
+
+def _plain_namedtuple(kind: type) -> bool:
+    """Whether `kind(*items)` is `tuple.__new__(kind, items)`: `collections.namedtuple`'s own `__new__`."""
+    new = getattr(kind.__new__, "__globals__", None)
+    return new is not None and new.get("_tuple_new") is tuple.__new__
 
 
 def _key_text(key: Any) -> str:

@@ -319,3 +319,15 @@ def test_the_output_builder_equals_jax_unflatten_and_declines_what_it_cannot_bui
     assert type(built[1].moments[1]) is list and built[0] is not tree[0]
     np.testing.assert_array_equal(built[0](jnp.ones((1, 4))), tree[0](jnp.ones((1, 4))))
     assert builder(jax.tree.structure({"a": 1})) is None  # dicts keep jax's unflatten
+
+    class Doubled(Pair):  # a named tuple whose own __new__ does work: it must run
+        def __new__(cls, a, b):
+            return super().__new__(cls, a * 2, b)
+
+    leaves, treedef = jax.tree.flatten(Doubled(jnp.ones(2), jnp.ones(2)))
+    want = jax.tree.unflatten(treedef, leaves)
+    got = builder(treedef)(leaves)
+    assert type(got) is Doubled
+    np.testing.assert_array_equal(got.a, want.a)  # 4s, as jax's unflatten gives
+    plain = builder(jax.tree.structure(Pair(1, 2)))([3, 4])
+    assert type(plain) is Pair and plain == (3, 4)
