@@ -839,7 +839,11 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
             return method(self, *args, **kwargs)
         if (
             not local.frames
-            and (jax_types.issuperset(map(type, args)) or _all_jax(args))
+            and (
+                (len(args) == 1 and type(args[0]) in jax_types)  # model(x): one test
+                or jax_types.issuperset(map(type, args))
+                or _all_jax(args)
+            )
             and (not kwargs or _all_jax(kwargs.values()))
             and (not refused or self.__dict__["_blox_aux"] not in refused)
         ):
@@ -853,7 +857,8 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
             pair = found if last is treedef else programs(treedef)
             _CALLER.root = self
             try:
-                out = pair[_CHECKS[0]](leaves, *args, **kwargs)
+                program = pair[_CHECKS[0]]
+                out = program(leaves, *args, **kwargs) if kwargs else program(leaves, *args)
             except (_NotDirect, *_UNTRACEABLE):
                 _CALLER.root = None
                 refuse(self)  # the dispatcher below runs it (and says why, if it must)
