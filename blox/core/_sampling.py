@@ -6,13 +6,15 @@ default since 0.5) give element `i` of any draw the bits
 `n` elements are the first `n` of a longer one, and a `(784, 1024)` kernel
 is the flat draw reshaped. `sample` uses that to make the initial values of
 the common initialisers (`VarianceScaling`, hence lecun normal; `Uniform`,
-PyTorch's default; `zeros` and `ones`) from a few programs of one fixed chunk size, each compiled once
-per process, instead of one program per parameter shape. Values are bit for
+PyTorch's default; `zeros` and `ones`) from a few programs of one fixed
+chunk size, each compiled once per process, instead of one program per
+parameter shape: one makes a chunk's random bits (threefry), and one per
+distribution turns bits into values. Values are bit for
 bit those of the compiled initialiser (tests/core/test_sampling.py checks a
 spread of shapes, scales, modes and distributions).
 
 The compiled programs are also kept on disk (serialised executables, about
-50 KiB each), so a new process loads them instead of compiling: under
+25 KiB each), so a new process loads them instead of compiling: under
 `$BLOX_CACHE_DIR`, default `~/.cache/blox`; set `BLOX_CACHE_DIR=off` to
 neither read nor write. Only these sampling programs are stored there; JAX's
 own persistent compilation cache is untouched. A file's name carries the
@@ -25,6 +27,7 @@ import hashlib
 import math
 import os
 import pickle
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -38,7 +41,7 @@ from ._initializers import Uniform, VarianceScaling
 CHUNK = 1 << 16
 """Elements per call of a sampling program."""
 
-_VERSION = 3  # bump when the programs change, so stale cache files are ignored
+_VERSION = 4  # bump when the programs change, so stale cache files are ignored
 _programs: dict[str, Any] = {}
 _impl: list[Any] = []
 
@@ -196,8 +199,21 @@ def _threefry_unrolled(
     return x[0], x[1]
 
 
-def _offset_impl() -> Any:
-    """A PRNG implementation whose key is threefry's key plus a 64-bit element offset."""
+def _bits(k1: jax.Array, k2: jax.Array, high: jax.Array, low: jax.Array) -> jax.Array:
+    """One chunk's random bits: threefry key `(k1, k2)`, from element `(high, low)` on.
+
+    Four uint32 scalars rather than one array: indexing an array is a `jnp`
+    call of its own to trace.
+    """
+    lows = lax.add(low, lax.iota(np.uint32, CHUNK))
+    highs = lax.add(high, lax.convert_element_type(lax.lt(lows, low), np.uint32))
+    bits1, bits2 = _threefry_unrolled(k1, k2, highs, lows)
+    # As jax's partitionable threefry: element i gets threefry(key, i), folded.
+    return lax.bitwise_xor(bits1, bits2)
+
+
+def _given_bits_impl() -> Any:
+    """A PRNG implementation whose key is a chunk of bits, and draws exactly those."""
     if _impl:
         return _impl[0]
     try:  # the public `jax.extend.random` re-exports it, importing all of jax.extend (~15 ms)
@@ -206,33 +222,31 @@ def _offset_impl() -> Any:
         from jax.extend.random import define_prng_impl
 
     def random_bits(data: jax.Array, bit_width: int, shape: tuple[int, ...]) -> jax.Array:
-        if bit_width != 32:
-            raise NotImplementedError("the sampling programs draw 32-bit floats only")
-        low = lax.add(data[3], lax.iota(np.uint32, math.prod(shape)))
-        high = lax.add(data[2], lax.convert_element_type(lax.lt(low, data[3]), np.uint32))
-        bits1, bits2 = _threefry_unrolled(data[0], data[1], high, low)
-        # As jax's partitionable threefry: element i gets threefry(key, i), folded.
-        return lax.bitwise_xor(bits1, bits2).reshape(shape)
+        if bit_width != 32 or tuple(shape) != (CHUNK,):
+            raise NotImplementedError("the sampling programs draw one chunk of 32-bit floats")
+        return data
 
     def unsupported(*args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("an offset key only draws bits")
+        raise NotImplementedError("a key of given bits only draws them")
 
     impl = define_prng_impl(
-        key_shape=(4,),
+        key_shape=(CHUNK,),
         seed=unsupported,
         split=unsupported,
         random_bits=random_bits,
         fold_in=unsupported,
-        name="blox_offset_threefry",
-        tag="bot",
+        name="blox_given_bits",
+        tag="bgb",
     )
     _impl.append(impl)
     return impl
 
 
 def _draw(kind: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    def draw(data: jax.Array, scale: jax.Array) -> jax.Array:
-        key = jax.random.wrap_key_data(data, impl=_offset_impl())
+    """`kind`'s values from one chunk of bits, by JAX's own transforms (so JAX's numbers)."""
+
+    def draw(bits: jax.Array, scale: jax.Array) -> jax.Array:
+        key = jax.random.wrap_key_data(bits, impl=_given_bits_impl())
         if kind == "truncated_normal":
             values = jax.random.truncated_normal(key, -2, 2, (CHUNK,), jnp.float32)
         elif kind == "normal":
@@ -246,7 +260,7 @@ def _draw(kind: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
     return draw
 
 
-def _cache_file(kind: str) -> str | None:
+def _cache_file(name: str) -> str | None:
     folder = cache_dir()
     if folder is None:
         return None
@@ -254,41 +268,79 @@ def _cache_file(kind: str) -> str | None:
 
     device = jax.devices()[0]
     tag = f"{device.platform}-{device.device_kind}".replace(" ", "_").replace(os.sep, "_")
-    name = f"init-{kind}-{CHUNK}-v{_VERSION}-jax{jax.__version__}-jaxlib{jaxlib.__version__}"
+    stem = f"init-{name}-{CHUNK}-v{_VERSION}-jax{jax.__version__}-jaxlib{jaxlib.__version__}"
     # A program compiled under other XLA flags may round differently: key on them.
     flags = hashlib.sha256(os.environ.get("XLA_FLAGS", "").encode()).hexdigest()[:12]
-    return os.path.join(folder, f"{name}-{tag}-xla{flags}.bin")
+    return os.path.join(folder, f"{stem}-{tag}-xla{flags}.bin")
 
 
-def _program(kind: str) -> Any:
-    """The compiled sampling program for `kind`: from memory, from disk, or compiled."""
-    program = _programs.get(kind)
+def _load(name: str) -> Any:
+    """Program `name` from memory or from the disk cache, or `None`."""
+    program = _programs.get(name)
     if program is not None:
         return program
-    from jax.experimental import serialize_executable
-
-    path = _cache_file(kind)
+    path = _cache_file(name)
     if path is not None and os.path.exists(path):
+        from jax.experimental import serialize_executable
+
         try:
             with open(path, "rb") as file:
                 payload, in_tree, out_tree = pickle.load(file)
             program = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
         except Exception:
             program = None  # a stale or damaged file: compile afresh and replace it
-    if program is None:
-        example = (np.zeros(4, np.uint32), np.float32(1))
-        program = jax.jit(_draw(kind)).lower(*example).compile()
+    return program
+
+
+def _compile(name: str, lowered: Any, done: list[Any]) -> None:
+    """Compiles `lowered`, stores it on disk, and appends it (or the error) to `done`."""
+    try:
+        program = lowered.compile()
+        path = _cache_file(name)
         if path is not None:
+            from jax.experimental import serialize_executable
+
             try:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                temporary = f"{path}.{os.getpid()}.tmp"
+                temporary = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
                 with open(temporary, "wb") as file:
                     pickle.dump(serialize_executable.serialize(program), file)
                 os.replace(temporary, path)
             except OSError:
                 pass  # an unwritable cache only costs the next process a compile
-    _programs[kind] = program
-    return program
+        done.append(program)
+    except BaseException as error:  # raised again by the waiting caller
+        done.append(error)
+
+
+def _program(kind: str) -> tuple[Any, Any]:
+    """The compiled bits program and `kind`'s transform: from memory, disk, or compiled.
+
+    Two programs, not one: the bits (threefry, shared by every kind) and the
+    transform compile in about the same time, and XLA releases the GIL while
+    it compiles, so on a cold start the bits compile in a thread while this
+    one lowers and compiles the transform.
+    """
+    bits, draw = _load("bits"), _load(kind)
+    compiling: list[Any] = []
+    thread = None
+    if bits is None:
+        lowered = jax.jit(_bits).lower(*[np.uint32(0)] * 4)
+        thread = threading.Thread(target=_compile, args=("bits", lowered, compiling))
+        thread.start()
+    if draw is None:
+        compiled: list[Any] = []
+        lowered = jax.jit(_draw(kind)).lower(np.zeros(CHUNK, np.uint32), np.float32(1))
+        _compile(kind, lowered, compiled)
+        draw = compiled[0]
+    if thread is not None:
+        thread.join()
+        bits = compiling[0]
+    for program in (bits, draw):
+        if isinstance(program, BaseException):
+            raise program
+    _programs["bits"], _programs[kind] = bits, draw
+    return bits, draw
 
 
 def _fans(init: VarianceScaling, shape: tuple[int, ...]) -> float:
@@ -365,14 +417,15 @@ def sample(init: Any, key: Any, shape: tuple[int, ...], dtype: Any) -> jax.Array
         if found is None:
             return None
         kind, scale = init.distribution, found
-    program = _program(kind)
+    bits, draw = _program(kind)
     k1, k2 = _key_words(key)
     out = np.empty(size, np.float32)
     scale = np.float32(scale)
     # Every chunk dispatched before the first is read: JAX runs them while
     # Python queues the rest, instead of one round trip per chunk.
     starts = range(0, size, CHUNK)
-    chunks = [program(np.array([k1, k2, 0, start], np.uint32), scale) for start in starts]
+    k1, k2, high = np.uint32(k1), np.uint32(k2), np.uint32(0)
+    chunks = [draw(bits(k1, k2, high, np.uint32(start)), scale) for start in starts]
     for start, chunk in zip(starts, chunks):
         out[start : start + CHUNK] = np.asarray(chunk)[: size - start]
     return _concrete(out.reshape(shape))

@@ -202,13 +202,34 @@ def test_the_disk_cache_is_written_read_and_can_be_switched_off(tmp_path, monkey
     monkeypatch.setattr(_sampling, "_programs", {})
     init = VarianceScaling(1.0, "fan_in", "uniform")
     first = _sampling.sample(init, jax.random.key(0), (3, 4), jnp.float32)
-    files = os.listdir(tmp_path)
-    assert len(files) == 1 and files[0].startswith("init-uniform-")
+    files = sorted(os.listdir(tmp_path))
+    assert len(files) == 2
+    assert files[0].startswith("init-bits-") and files[1].startswith("init-uniform-")
     monkeypatch.setattr(_sampling, "_programs", {})
     again = _sampling.sample(init, jax.random.key(0), (3, 4), jnp.float32)  # loaded from disk
     np.testing.assert_array_equal(_bits(first), _bits(again))
     monkeypatch.setenv("BLOX_CACHE_DIR", "off")
     assert _sampling.cache_dir() is None and _sampling._cache_file("uniform") is None
+
+
+def test_a_failed_compile_on_the_background_thread_is_raised(monkeypatch):
+    # The bits program compiles on a thread of its own; its error must reach
+    # the caller, and nothing half-made may stay in memory.
+    class Broken:
+        def compile(self) -> None:
+            raise RuntimeError("compiler unavailable")
+
+    real = _sampling._compile
+
+    def compile_(name, lowered, done):
+        real(name, Broken() if name == "bits" else lowered, done)
+
+    monkeypatch.setenv("BLOX_CACHE_DIR", "off")
+    monkeypatch.setattr(_sampling, "_programs", {})
+    monkeypatch.setattr(_sampling, "_compile", compile_)
+    with pytest.raises(RuntimeError, match="compiler unavailable"):
+        _sampling._program("uniform")
+    assert _sampling._programs == {}
 
 
 def test_programs_compiled_under_other_xla_flags_are_kept_apart(tmp_path, monkeypatch):
