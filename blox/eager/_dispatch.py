@@ -548,11 +548,7 @@ def _make_probe(lead: tuple[Any, ...], args: tuple[Any, ...]) -> Callable[..., A
     straight-line code costs about half of the walk it replaces.
     """
     env: dict[str, Any] = {"_S": CONTEXT.stamps, "_JT": _JAX_TYPES, "_CH": _CHECKS}
-    lines = [
-        f"    if _CH[0] is not {_CHECKS[0]!r} or len(lead) != {len(lead)} "
-        f"or len(args) != {len(args)}:",
-        "        return None",
-    ]
+    lines = [f"    if _CH[0] is not {_CHECKS[0]!r}:", "        return None"]
     parts: list[str] = []
     count = itertools.count()
 
@@ -585,9 +581,8 @@ def _make_probe(lead: tuple[Any, ...], args: tuple[Any, ...]) -> Callable[..., A
             for item, name in zip(value, names, strict=True):
                 emit(item, name)
 
-    emit(lead, "lead")
+    emit(lead, "lead")  # (tuples: their type and length are checked like any other)
     emit(args, "args")
-    # (the top-level tuples' own checks are redundant with the lengths above; cheap)
     source = "def probe(lead, args):\n" + "\n".join(lines) + f"\n    return [{', '.join(parts)}]\n"
     exec(compile(source, "<blox stamp probe>", "exec"), env)
     return env["probe"]
