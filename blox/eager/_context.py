@@ -20,11 +20,14 @@ What is cached, and bounded how:
   `dispatchers` lists them weakly so `clear_caches` reaches them.
 * `seen_draws`, `warned_sites`: the stale-RNG guard's record (`_rng_guard.py`).
 * `warned`: one-time warnings already given (op-by-op fallbacks).
-* `stamps`: the flattening (leaves and treedef) of module trees called or
-  returned by a compiled call since the last change to any module, so the
-  next call on the same object skips walking it (`_pytree.stamp`). Any change
-  to any module's arrays or structure empties it at once (`_pytree._touch`),
-  so it never serves a stale leaf and never keeps a replaced array alive.
+* `token`, `stamped`: the stamps (`_pytree.stamp`: the flattening of a module
+  tree called or returned by a compiled call, kept in the object's own
+  `__dict__`, so the next call on it skips walking it) are valid while
+  their token is `token[0]`; `stamped` weakly lists the objects stamped
+  since the last change to any module. Any change to any module's arrays or
+  structure replaces the token and removes those stamps at once
+  (`_pytree._touch`), so no stamp serves a stale leaf or keeps a replaced
+  array alive.
 
 `lock` serialises the read-compute-write of module state across threads: two
 threads driving one model would otherwise both read the same RNG counter and
@@ -50,10 +53,13 @@ class _Context:
         self.seen_draws: dict[tuple[int, bytes], dict[int, int]] = {}
         self.warned_sites: set[int] = set()
         self.warned: set[Any] = set()
-        self.stamps: dict[int, Any] = {}
+        self.token: list[object] = [object()]
+        self.stamped: dict[int, Any] = {}  # id -> weakref.ref
         self.lock = threading.RLock()
 
     def clear(self) -> None:
+        from ._pytree import _touch  # (imports this module)
+
         with self.lock:
             self.interned.clear()
             self.core_layers.clear()
@@ -63,7 +69,7 @@ class _Context:
             self.seen_draws.clear()
             self.warned_sites.clear()
             self.warned.clear()
-            self.stamps.clear()
+            _touch()  # every stamp
 
 
 CONTEXT = _Context()

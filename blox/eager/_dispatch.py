@@ -18,8 +18,8 @@ compiled call returns (the model and the optimiser's moments of a training
 step) and the modules it was called on are stamped with their leaves and a
 signature number; a call whose arguments are arrays, None, tuples and stamped
 modules (`_stamp_key`) finds its entry in `by_stamp` by that key and takes the
-leaves from the stamps, walking no module. Any change to any module empties
-the stamp table, so a stamp is only read while it is exact. The key of the
+leaves from the stamps, walking no module. Any change to any module makes
+every stamp stale, so a stamp is only read while it is exact. The key of the
 last such call is also kept as generated straight-line code (`_make_probe`)
 that checks the next call against it, about twice as fast as the walk; a
 call of any other shape misses it and walks.
@@ -60,7 +60,7 @@ import numpy as np
 from ._context import CONTEXT
 from ._frames import _carry_state, _closed_over, _leaks, _local
 from ._hooks import HOOKS, hooked_call
-from ._pytree import _aux_of, _touch, builder, signature_of, stamp, stampable
+from ._pytree import STAMP, _aux_of, _touch, builder, signature_of, stamp, stamp_of, stampable
 from ._typecheck import _enabled as _CHECKS
 
 _ARRAY_TYPES = (jax.Array, np.ndarray)
@@ -93,6 +93,7 @@ class _Compiled:
         "out_static",
         "out_treedef",
         "placed",
+        "plain",
         "split",
         "used",
         "writers",
@@ -101,6 +102,7 @@ class _Compiled:
     def __init__(self) -> None:
         self.changed: list[int] = []
         self.fast = False  # repeat calls may take `_Dispatcher.__call__`'s fast path
+        self.plain = False  # a probe's hit may go straight to `jitted` and `build`
         self.out_static: list[Any] | None = None  # None: every output leaf is an array
         self.placed: Any = None  # input placements on a mesh, pinned on outputs (_sharding.py)
         self.writers: list[tuple[tuple[Any, ...], str]] | None = None
@@ -186,6 +188,9 @@ class _Dispatcher:
                 dyn = probe[0](lead, args)
                 if dyn is not None:
                     entry = probe[1]
+                    if entry.plain:  # a training loop's step: no state, builder-stamped outputs
+                        self.clock = entry.used = self.clock + 1
+                        return entry.build(entry.jitted(dyn)[0])
             if entry is None:
                 key_s, dyn = _stamp_key(lead, args)
                 if key_s is not None:
@@ -274,6 +279,9 @@ class _Dispatcher:
             for index in path:
                 value = value[index]
             stamp(value, out_dyn[start:end], tree, signature, checked=True)
+        # What the probe's hit may skip from now on: donation splits, state to
+        # write back, static outputs, stamps the builder does not make.
+        entry.plain = entry.split is None and not entry.changed and not stamps
         return out
 
     def _arm(self, key_s: Any, entry: _Compiled, lead: Any, args: Any) -> None:
@@ -511,16 +519,17 @@ def _stamp_key(lead: tuple[Any, ...], args: tuple[Any, ...]) -> tuple[Any, Any]:
 
 
 def _stamp_walk(values: tuple[Any, ...], key: list[Any], dyn: list[Any]) -> bool:
-    stamps = CONTEXT.stamps
+    token = CONTEXT.token[0]
     jax_types = _JAX_TYPES
     for value in values:
         if type(value) in jax_types:
             key.append(value.aval)
             dyn.append(value)
             continue
-        found = stamps.get(id(value))
-        if found is not None:  # a module (ids of live objects are unique)
-            if found[3] is None or found[0]() is not value:
+        d = getattr(value, "__dict__", None)
+        found = d.get(STAMP) if type(d) is dict else None
+        if found is not None:  # a stamped module
+            if found[3] is None or found[0] is not token:
                 return False
             key.append(found[3])
             dyn += found[1]
@@ -547,7 +556,7 @@ def _make_probe(lead: tuple[Any, ...], args: tuple[Any, ...]) -> Callable[..., A
     otherwise (the caller then walks as usual). One check per argument in
     straight-line code costs about half of the walk it replaces.
     """
-    env: dict[str, Any] = {"_S": CONTEXT.stamps, "_JT": _JAX_TYPES, "_CH": _CHECKS}
+    env: dict[str, Any] = {"_T": CONTEXT.token, "_JT": _JAX_TYPES, "_CH": _CHECKS}
     lines = [f"    if _CH[0] is not {_CHECKS[0]!r}:", "        return None"]
     parts: list[str] = []
     count = itertools.count()
@@ -560,12 +569,13 @@ def _make_probe(lead: tuple[Any, ...], args: tuple[Any, ...]) -> Callable[..., A
             lines.append("        return None")
             parts.append(var)
             return
-        found = CONTEXT.stamps.get(id(value))
+        found = stamp_of(value)
         if found is not None:
-            lines.append(f"    s{n} = _S.get(id({var}))")
-            lines.append(
-                f"    if s{n} is None or s{n}[3] != {found[3]!r} or s{n}[0]() is not {var}:"
-            )
+            env[f"C{n}"] = type(value)
+            lines.append(f"    if type({var}) is not C{n}:")
+            lines.append("        return None")
+            lines.append(f"    s{n} = {var}.__dict__.get({STAMP!r})")
+            lines.append(f"    if s{n} is None or s{n}[0] is not _T[0] or s{n}[3] != {found[3]!r}:")
             lines.append("        return None")
             parts.append(f"*s{n}[1]")
         elif value is None:
@@ -596,7 +606,6 @@ def _stamp_modules(values: tuple[Any, ...]) -> bool:
     """
     from ._module import Module  # (imports this module)
 
-    stamps = CONTEXT.stamps
     for value in values:
         if value is None or type(value) in _JAX_TYPES:
             continue
@@ -606,8 +615,8 @@ def _stamp_modules(values: tuple[Any, ...]) -> bool:
             continue
         if not isinstance(value, Module):
             return False
-        found = stamps.get(id(value))
-        if found is not None and found[3] is not None and found[0]() is value:
+        found = stamp_of(value)
+        if found is not None and found[3] is not None:
             continue
         leaves, treedef = _flatten(value)
         if not (stampable(treedef) and _JAX_TYPES.issuperset(map(type, leaves))):
@@ -763,7 +772,7 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
     lock = CONTEXT.lock
     refused = dispatcher.refused
     jax_types = _JAX_TYPES
-    stamps = CONTEXT.stamps
+    token = CONTEXT.token  # (its one item is replaced in place)
     local = _local  # per thread: the open `_carry_state` frames of blox's transforms
 
     def direct_body(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -843,8 +852,8 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
             and (not refused or self.__dict__["_blox_aux"] not in refused)
         ):
             traces = dispatcher.traces
-            entry = stamps.get(id(self))
-            if entry is not None and entry[0]() is self:
+            entry = self.__dict__.get(STAMP)
+            if entry is not None and entry[0] is token[0]:
                 leaves, treedef = entry[1], entry[2]
             else:
                 leaves, treedef = flat(self)

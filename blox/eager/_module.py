@@ -37,6 +37,7 @@ from ._pytree import (
     _CHILD,
     _CONTAINER,
     _PARAM,
+    STAMP,
     _aux_of,
     _flatten,
     _flatten_with_keys,
@@ -209,6 +210,12 @@ class Module(Surgery):
         d["_blox_training"] = True
         d["_blox_frozen"] = frozenset()
         _note_copy(self)  # built inside a blox transform: its state is carried back
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy or a pickle leaves the stamp behind (see `_pytree.stamp`): it
+        # records this object's flattening, and holds its leaves.
+        d = self.__dict__
+        return {k: v for k, v in d.items() if k != STAMP} if STAMP in d else d
 
     # -- attributes ---------------------------------------------------------------
 

@@ -48,21 +48,35 @@ def _restructure(module: Any) -> None:
 # `_flatten` once per module object, a few hundred ns each, which on a small
 # model is most of what blox adds to raw `jax.jit`. Objects blox has just
 # flattened (a model called eagerly) or just built (the model a compiled
-# training step returned) are stamped with their leaves and treedef in
-# `CONTEXT.stamps`, keyed by `id`; the next call on the same object reuses
-# them. Every write to a module's arrays or structure (`__setattr__`,
-# `_restructure`, state write-back, `load_state_dict`, surgery, sharding)
-# calls `_touch`, which empties the table: a stamp is only ever read while no
-# module anywhere has changed since it was made. Trees that hold a mutable
-# container (a list or dict, which can change without telling any module) or
-# a pytree node blox does not know are never stamped.
+# training step returned) are stamped with their leaves and treedef: the
+# record sits in the object's own `__dict__` under `STAMP`, so it lives and
+# dies with the object, and the next call on the same object reuses it. Every
+# write to a module's arrays or structure (`__setattr__`, `_restructure`,
+# state write-back, `load_state_dict`, surgery, sharding) calls `_touch`,
+# which replaces `CONTEXT.token` (a stamp made under an older token is never
+# read) and removes the stamps of every object stamped since the last touch
+# (`CONTEXT.stamped`, weakly), so no stale stamp keeps a replaced array
+# alive. A stamp is only ever read while no module anywhere has changed
+# since it was made. Trees that hold a mutable container (a list or dict,
+# which can change without telling any module) or a pytree node blox does
+# not know are never stamped. Copies and pickles leave the stamp behind
+# (`Module.__getstate__`).
+
+STAMP = "_blox_stamp"
+"""The `__dict__` key of a module's stamp: `(token, leaves, treedef, signature)`."""
 
 
 def _touch() -> None:
     """Some module's arrays or structure changed: forgets every stamped flattening."""
-    stamps = CONTEXT.stamps
-    if stamps:
-        stamps.clear()
+    CONTEXT.token[0] = object()
+    stamped = CONTEXT.stamped
+    if stamped:
+        refs = list(stamped.values())  # (one C call: another thread may stamp meanwhile)
+        stamped.clear()
+        for ref in refs:
+            obj = ref()
+            if obj is not None:
+                obj.__dict__.pop(STAMP, None)
 
 
 def stamp(
@@ -81,22 +95,45 @@ def stamp(
     """
     if not checked and not stampable(treedef):
         return
-    ref = _StampRef(obj, _forget)
-    ref.key = key = id(obj)
-    CONTEXT.stamps[key] = (ref, leaves, treedef, signature)
+    obj.__dict__[STAMP] = (CONTEXT.token[0], leaves, treedef, signature)
+    _register(obj)
 
 
-class _StampRef(weakref.ref):
-    """A stamp's weak reference to its object, knowing the stamp's key."""
+def _register(obj: Any, stamped: dict[int, Any] = CONTEXT.stamped) -> None:
+    """Notes a stamped object for the next `_touch` (the builder does this inline)."""
+    if len(stamped) >= INTERN_LIMIT:
+        _prune()
+    stamped[id(obj)] = weakref.ref(obj)
 
-    __slots__ = ("key",)
+
+def _prune(stamped: dict[int, Any] = CONTEXT.stamped) -> None:
+    """Drops the records of dead stamped objects; past the bound with all alive, every stamp."""
+    for key, ref in list(stamped.items()):
+        if ref() is None:
+            stamped.pop(key, None)
+    if len(stamped) >= INTERN_LIMIT:
+        _touch()
 
 
-def _forget(ref: _StampRef, stamps: dict[int, Any] = CONTEXT.stamps) -> None:
-    """A stamped object died: drops its stamp (not a successor's under the same id)."""
-    entry = stamps.get(ref.key)
-    if entry is not None and entry[0] is ref:
-        del stamps[ref.key]
+def stamp_of(obj: Any) -> tuple[Any, ...] | None:
+    """`obj`'s current stamp `(token, leaves, treedef, signature)`, or None.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from blox import eager as nn
+        >>> model = nn.Linear(2, 3)
+        >>> _ = model(jnp.ones((1, 2)))  # an eager call stamps the model
+        >>> len(stamp_of(model)[1])
+        2
+        >>> model.kernel = model.kernel * 2
+        >>> stamp_of(model) is None
+        True
+    """
+    d = getattr(obj, "__dict__", None)
+    found = d.get(STAMP) if type(d) is dict else None
+    if found is None or found[0] is not CONTEXT.token[0]:
+        return None
+    return found
 
 
 def stampable(treedef: Any) -> bool:
@@ -192,7 +229,9 @@ def _aux_of(module: Any) -> _Aux:
     if aux is None:
         kinds = d["_blox_kinds"]
         static = tuple(
-            (k, v) for k, v in d.items() if k not in kinds and k not in ("_blox_aux", "_blox_kinds")
+            (k, v)
+            for k, v in d.items()
+            if k not in kinds and k not in ("_blox_aux", "_blox_kinds", STAMP)
         )
         aux = _intern(_Aux(type(module), tuple(kinds.items()), static))
         d["_blox_aux"] = aux
@@ -295,9 +334,10 @@ def builder(treedef: Any, stamped: dict[tuple[int, ...], tuple[Any, ...]] | None
         "_new": _new,
         "_local": _local,
         "_note_copy": _note_copy,
-        "_Ref": _StampRef,
-        "_forget": _forget,
-        "_S": CONTEXT.stamps,  # (emptied in place, never replaced)
+        "_T": CONTEXT.token,  # (its one item replaced in place, never the list)
+        "_R": CONTEXT.stamped,  # (emptied in place, never replaced)
+        "_wr": weakref.ref,
+        "_prune": _prune,
         "_tnew": tuple.__new__,
     }
     lines: list[str] = []
@@ -334,8 +374,8 @@ def builder(treedef: Any, stamped: dict[tuple[int, ...], tuple[Any, ...]] | None
             if path in stamped:
                 start, end, tree, signature = stamped[path]
                 env[f"D{n}"] = tree
-                lines.append(f"    k = id(m{n}); r = _Ref(m{n}, _forget); r.key = k")
-                lines.append(f"    _S[k] = (r, L[{start}:{end}], D{n}, {signature!r})")
+                lines.append(f"    d[{STAMP!r}] = (_T[0], L[{start}:{end}], D{n}, {signature!r})")
+                lines.append(f"    _R[id(m{n})] = _wr(m{n})")
             return f"m{n}"
         return None
 
@@ -346,6 +386,8 @@ def builder(treedef: Any, stamped: dict[tuple[int, ...], tuple[Any, ...]] | None
         lines.append("    if _local.frames:")
         lines.append(f"        for m in ({''.join(m + ', ' for m in modules)}):")
         lines.append("            _note_copy(m)")
+    if stamped:  # (the record of stamped objects stays bounded; see `_register`)
+        lines.insert(0, f"    if len(_R) >= {INTERN_LIMIT}:\n        _prune()")
     source = "def build(L):\n" + "\n".join(lines) + f"\n    return {out}\n"
     exec(compile(source, f"<blox builder of {treedef.num_nodes} nodes>", "exec"), env)
     return env["build"]

@@ -17,8 +17,10 @@ import optax
 import pytest
 
 from blox import eager as nn
+from blox.eager import _pytree
 from blox.eager._context import CONTEXT
 from blox.eager._dispatch import _make_probe
+from blox.eager._pytree import STAMP, stamp_of
 
 
 def data(shape, seed=0):
@@ -37,7 +39,7 @@ def op_by_op(model, x):
 def test_a_called_model_is_stamped_and_its_repeat_call_agrees():
     model, x = mlp(), data((5, 4))
     first = model(x)
-    assert id(model) in CONTEXT.stamps
+    assert stamp_of(model) is not None
     np.testing.assert_array_equal(model(x), first)
     np.testing.assert_allclose(first, op_by_op(model, x), rtol=1e-6, atol=1e-6)
 
@@ -75,7 +77,8 @@ def test_every_change_between_calls_reaches_the_next_call(change):
     model, x = mlp(), data((5, 4))
     model(x)
     change(model)
-    assert not CONTEXT.stamps, "a change must forget every stamp"
+    assert stamp_of(model) is None, "a change must forget every stamp"
+    assert STAMP not in model.__dict__, "and drop the stale one with its leaves"
     out = model(x)
     np.testing.assert_allclose(out, op_by_op(model, x), rtol=2e-3, atol=2e-3)  # float16 case
 
@@ -104,7 +107,7 @@ class Blocks(nn.Module):
 def test_a_list_of_modules_mutated_in_place_is_never_stale():
     model, x = Blocks(), data((2, 4))
     model(x)
-    assert id(model) not in CONTEXT.stamps  # a list can change without telling any module
+    assert stamp_of(model) is None  # a list can change without telling any module
     model.blocks[1] = nn.Linear(4, 4, seed=7)
     np.testing.assert_allclose(model(x), op_by_op(model, x), rtol=1e-6, atol=1e-6)
     model.blocks.append(nn.Linear(4, 4, seed=8))
@@ -114,10 +117,10 @@ def test_a_list_of_modules_mutated_in_place_is_never_stale():
 def test_stamps_keep_no_dead_model_and_no_replaced_array_alive():
     model, x = mlp(), data((5, 4))
     model(x)
-    key = id(model)
+    dead = _weak(model[0].kernel)
     del model
     gc.collect()
-    assert key not in CONTEXT.stamps
+    assert dead() is None, "a dead model's kernel must not be kept alive by its stamp"
     model = mlp()
     model(x)
     old = model[0].kernel
@@ -126,6 +129,55 @@ def test_stamps_keep_no_dead_model_and_no_replaced_array_alive():
     del old
     gc.collect()
     assert ref() is None, "the replaced kernel must not be kept alive by a stamp"
+
+
+def test_a_stale_stamp_of_an_untouched_parent_keeps_no_replaced_array_alive():
+    # Changing a child stales its parent's stamp too, which lists the child's
+    # leaves: the parent's record must go, not just become unreadable.
+    model, x = mlp(), data((5, 4))
+    model(x)
+    old = model[0].kernel
+    ref = _weak(old)
+    model[0].kernel = jnp.zeros_like(old)
+    del old
+    gc.collect()
+    assert STAMP not in model.__dict__ and ref() is None
+
+
+def test_copies_and_pickles_leave_the_stamp_behind():
+    import copy
+    import pickle
+
+    model = nn.Sequential(nn.Linear(4, 8, seed=1), nn.Linear(8, 3, seed=2))  # (picklable)
+    x = data((5, 4))
+    model(x)
+    assert STAMP in model.__dict__
+    for twin in (copy.copy(model), copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert STAMP not in twin.__dict__
+        np.testing.assert_allclose(twin(x), model(x), rtol=1e-6, atol=1e-6)
+
+
+def test_the_record_of_stamped_objects_stays_bounded(monkeypatch):
+    # Objects stamped since the last change are listed weakly, for that change
+    # to drop their stamps; a loop that changes nothing must not grow it.
+    monkeypatch.setattr(_pytree, "INTERN_LIMIT", 8)
+    model, x = mlp(), data((5, 4))
+    kept = []
+    for index in range(40):
+        twin = copy_of(model)
+        twin(x)
+        if index % 4 == 0:
+            kept.append(twin)  # ten live ones: more than the bound
+    assert len(CONTEXT.stamped) <= 8
+    for twin in kept:  # a live stamped object is listed, so a change reaches it
+        assert STAMP not in twin.__dict__ or id(twin) in CONTEXT.stamped
+    model[0].kernel = model[0].kernel + 1.0
+    assert not any(STAMP in twin.__dict__ for twin in kept)
+
+
+def copy_of(model):
+    leaves, treedef = jax.tree.flatten(model)
+    return jax.tree.unflatten(treedef, leaves)
 
 
 def _weak(array):
@@ -157,7 +209,7 @@ def _train(steps, *, forget):
     losses = []
     for _ in range(steps):
         if forget:
-            CONTEXT.stamps.clear()
+            _pytree._touch()
         model, opt_state, value = step(model, opt_state, x, y)
         losses.append(float(value))
     return model, opt_state, losses, step
