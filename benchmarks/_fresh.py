@@ -2,8 +2,9 @@
 
 `measure(case, contender, env)` starts `python -m benchmarks._fresh CASE
 CONTENDER` with a time limit; the child imports what the contender needs,
-starts the backend and compiles one trivial program (untimed, so that no
-contender's event pays the process's one-time compiler start-up), runs the
+starts the backend and compiles one small program with a matmul, a few
+fusions and a gradient (untimed, so that no contender's event pays the
+process's one-time compiler start-up), runs the
 case's setup and waits until every array it made is ready, then times
 one event from nothing to ready arrays and prints the seconds as its last
 line. A fresh process is the only honest cold start: JAX keeps compiled
@@ -168,16 +169,34 @@ def _ready(out: Any) -> None:
     jax.block_until_ready(leaves)
 
 
+def _warm_compiler() -> None:
+    """Compiles and runs a small program of a training step's kinds of operation."""
+    import jax
+    import jax.numpy as jnp
+
+    def layer(x: Any, w: Any, b: Any) -> Any:
+        return jnp.maximum(x @ w + b, 0)
+
+    def program(x: Any, w: Any, b: Any) -> Any:
+        loss = lambda w: jnp.sum(layer(x, w, b) ** 2)  # noqa: E731
+        return layer(x, w, b) @ w.T, jax.grad(loss)(w)
+
+    x, w = np.ones((32, 64), np.float32), np.ones((64, 64), np.float32)
+    jax.block_until_ready(jax.jit(program)(x, w, np.ones(64, np.float32)))
+
+
 def main(case: str, contender: str) -> None:
     import jax
 
     jax.devices()  # the backend starts untimed: every contender's event finds it up
     # So does the compiler: a process's first compile also loads JAX's MLIR
-    # dialects and starts XLA's pipeline (~20 ms, once). Untimed here, no
-    # contender pays it in its event, whether or not its setup compiled
-    # something (op-by-op initialisers do; blox eager, with its sampling
-    # programs on disk, compiles nothing before its first call).
-    jax.block_until_ready(jax.jit(lambda x: x + 1)(np.float32(0)))
+    # dialects and starts XLA's pipeline (~20 ms, once), and its first
+    # matmuls, fusions and gradients start more of it (a few ms more on the
+    # first real program). Untimed here, no contender pays that in its
+    # event, whether or not its setup compiled something (op-by-op
+    # initialisers do; blox eager, with its sampling programs on disk,
+    # compiles nothing before its first call).
+    _warm_compiler()
     event = _event(case, contender)
     # Setup is untimed only if it has finished: arrays it made (a model's
     # initial values, the data) may still be computing on the device, and the

@@ -303,7 +303,7 @@ def write(
         f"calls ({settings.compile_rounds} rounds, `jax.clear_caches()` before each); "
         "the memory group reads XLA's temporary bytes of the compiled step. "
         "The build group times one cold event per fresh Python process, after "
-        "untimed imports, a trivial compile and the event's setup, waited on until "
+        "untimed imports, a small warm-up compile and the event's setup, waited on until "
         f"its arrays are ready ({build.ROUNDS} rounds of construction, "
         f"{build.FIRST_ROUNDS} of first calls and steps). "
         "Ratios are to the row's raw-JAX baseline (a dict of arrays under "

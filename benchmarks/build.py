@@ -1,7 +1,7 @@
 """Building a model, and its first call and training step, each in a fresh process.
 
 Every timed event runs in a new Python process (see `_fresh.py`), after its
-imports, a trivial warm-up compile and untimed setup: nothing compiled earlier
+imports, a small warm-up compile and untimed setup: nothing compiled earlier
 in the run can help it, as when a user starts a script. Three models are
 constructed in every library's own way (raw JAX: `jax.random.normal` per
 kernel; blox core: the creating call; blox eager, Equinox, Flax NNX, PyTorch:
@@ -46,9 +46,10 @@ NOTES = {
 }
 # Construction rows are steady (quartiles within a few percent over 3 rounds);
 # a first call lasts ~50 ms, where one burst of outside load moves a round by
-# 20%, so the first-call and first-step rows take more rounds.
+# 20% (two full runs gave blox's first forward 1.07x and 1.17x over 9
+# rounds), so the first-call and first-step rows take more rounds.
 ROUNDS = 3
-FIRST_ROUNDS = 9
+FIRST_ROUNDS = 15
 REQUIRES = {c.NNX: ("flax",), c.TORCH: ("torch",)}
 
 ROWS = [
