@@ -744,6 +744,26 @@ def _key_step(key: Any) -> Any:
     return None
 
 
+def _disable_jit_state() -> Any:
+    """`jax.disable_jit`'s setting, as an object whose `.value` reads it (thread-local too).
+
+    `jax.config.jax_disable_jit` reads the same through `Config.__getattr__`,
+    at twice the cost; a JAX without the state object keeps that way.
+    """
+    from jax._src import config
+
+    state = getattr(config, "disable_jit", None)
+    if state is not None and hasattr(state, "value"):
+        return state
+
+    class _Read:
+        @property
+        def value(self) -> bool:
+            return bool(jax.config.jax_disable_jit)
+
+    return _Read()
+
+
 def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
     """Makes a module method compile and cache itself when called eagerly.
 
@@ -796,6 +816,11 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
         # router's business, not a trace of the user's signature.
         dispatcher.traces += 1
         dispatcher.compiles += 1
+        dispatcher.direct_cached += 1  # (each trace is one program `by_treedef` holds)
+        if dispatcher.direct_cached > dispatcher.limit:
+            by_treedef.clear()  # bounded, as the dispatcher's cache is (this call completes)
+            memo[0] = None, None
+            dispatcher.direct_cached = 0
         return out
 
     # The module travels as its flat leaves, one `jax.jit` pair per treedef:
@@ -833,13 +858,13 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
         refused.add(_aux_of(self))
 
     hooks = HOOKS
-    config = jax.config
+    no_jit = _disable_jit_state()
 
     @functools.wraps(method)
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
         if hooks.table and forward:
             return hooked_call(method, self, args, kwargs)
-        if dispatcher.fun is None or config.jax_disable_jit:
+        if dispatcher.fun is None or no_jit.value:
             return method(self, *args, **kwargs)
         if (
             not local.frames
@@ -851,7 +876,6 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
             and (not kwargs or _all_jax(kwargs.values()))
             and (not refused or self.__dict__["_blox_aux"] not in refused)
         ):
-            traces = dispatcher.traces
             entry = self.__dict__.get(STAMP)
             if entry is not None and entry[0] is token[0]:
                 leaves, treedef = entry[1], entry[2]
@@ -862,7 +886,12 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
             _CALLER.root = self
             try:
                 program = pair[_CHECKS[0]]
-                out = program(leaves, *args, **kwargs) if kwargs else program(leaves, *args)
+                if kwargs:
+                    out = program(leaves, *args, **kwargs)
+                elif len(args) == 1:
+                    out = program(leaves, args[0])
+                else:
+                    out = program(leaves, *args)
             except (_NotDirect, *_UNTRACEABLE):
                 _CALLER.root = None
                 refuse(self)  # the dispatcher below runs it (and says why, if it must)
@@ -871,12 +900,6 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             else:
                 _CALLER.root = None  # (read only while tracing; not kept alive)
-                if dispatcher.traces != traces:
-                    dispatcher.direct_cached += 1
-                    if dispatcher.direct_cached > dispatcher.limit:
-                        by_treedef.clear()  # bounded, as the dispatcher's cache is
-                        memo[0] = None, None
-                        dispatcher.direct_cached = 0
                 return out
         with lock:
             try:

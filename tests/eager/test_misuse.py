@@ -261,6 +261,25 @@ def test_compiled_calls_are_bounded_least_recently_used_first(monkeypatch):
     assert nn.compile_stats(step).traces == stats.traces  # survived eviction
 
 
+def test_the_direct_route_is_bounded_and_answers_across_the_eviction(monkeypatch):
+    class Scale(nn.Module):  # a class of its own: a dispatcher of its own
+        def __init__(self):
+            super().__init__()
+            self.w = jnp.full((1, 3), 2.0)
+
+        def __call__(self, x):
+            return x * self.w
+
+    model = Scale()
+    dispatcher = type(model).__call__._blox_dispatcher
+    monkeypatch.setattr(dispatcher, "limit", 2)
+    for n in range(1, 6):  # five signatures: the third trace empties the route's table
+        x = jnp.full((n, 3), float(n))
+        np.testing.assert_array_equal(model(x), 2.0 * x)
+    assert dispatcher.direct_cached == 2 and len(dispatcher.direct) == 1
+    np.testing.assert_array_equal(model(jnp.ones((5, 3))), jnp.full((5, 3), 2.0))
+
+
 def test_compile_stats_and_clear_caches():
     step = nn.filter_jit(lambda x: x * 2)
     step(jnp.ones(2))
