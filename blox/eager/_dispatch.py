@@ -58,7 +58,7 @@ import jax
 import numpy as np
 
 from ._context import CONTEXT
-from ._frames import _carry_state, _closed_over, _leaks, _local
+from ._frames import OPEN, _carry_state, _closed_over, _leaks, _local
 from ._hooks import HOOKS, hooked_call
 from ._pytree import STAMP, _aux_of, _touch, builder, signature_of, stamp, stamp_of, stampable
 from ._typecheck import _enabled as _CHECKS
@@ -439,6 +439,14 @@ class _Caller(threading.local):
 _CALLER = _Caller()
 
 
+class _JitOff(Exception):
+    """A direct call made under `jax.disable_jit()`: the method runs op by op instead."""
+
+
+class _Unrooted(Exception):
+    """A stamped direct call needs a trace: it is made again, naming its object."""
+
+
 class _NotDirect(Exception):
     """A direct trace found that the call changes state: the dispatcher takes it."""
 
@@ -794,13 +802,19 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
     jax_types = _JAX_TYPES
     token = CONTEXT.token  # (its one item is replaced in place)
     local = _local  # per thread: the open `_carry_state` frames of blox's transforms
+    opened = OPEN  # (how many are open in all threads)
 
     def direct_body(self: Any, *args: Any, **kwargs: Any) -> Any:
         from ._module import check_no_aliases  # (imports this module)
 
         # Once per signature, on the caller's objects (the trace sees copies):
         # a module held in two places would be traced as two copies and untie.
-        check_no_aliases(_CALLER.root)
+        # A stamped call does not name its object (a thread-local write per
+        # call); on a new signature it is traced again by `rooted`, which does.
+        caller = _CALLER.root
+        if caller is None:
+            raise _Unrooted
+        check_no_aliases(caller)
         root = ((self,), args, kwargs)
         leaves, treedef = jax.tree.flatten(root)
         with _carry_state((self,), args, kwargs):
@@ -830,6 +844,7 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
     # (Distinct functions: jax keys its trace cache on the function.)
     by_treedef: dict[Any, tuple[Any, Any]] = {}
     dispatcher.direct = by_treedef
+    no_jit = _disable_jit_state()
     # The last treedef looked up and its programs, as one tuple (threads read it whole).
     memo: list[Any] = [(None, None)]
 
@@ -841,6 +856,8 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
         if found is None:
 
             def body(leaves: list[Any], *args: Any, **kwargs: Any) -> Any:
+                if no_jit.value:  # jax.jit calls its function under jax.disable_jit()
+                    raise _JitOff
                 return direct_body(treedef.unflatten(leaves), *args, **kwargs)
 
             found = by_treedef[treedef] = (jax.jit(body), jax.jit(_distinct(body)))
@@ -852,22 +869,29 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
         stamp(self, leaves, treedef)
         return leaves, treedef
 
+    def rooted(self: Any, leaves: list[Any], treedef: Any, args: Any, kwargs: Any) -> Any:
+        """The direct call, naming `self` for a trace's alias check (`direct_body`)."""
+        _CALLER.root = self
+        try:
+            return programs(treedef)[_CHECKS[0]](leaves, *args, **kwargs)
+        finally:
+            _CALLER.root = None  # (read only while tracing; not kept alive)
+
     def refuse(self: Any) -> None:
         if len(refused) >= CACHE_LIMIT:
             refused.clear()  # bounded; a refused structure is simply refused again
         refused.add(_aux_of(self))
 
     hooks = HOOKS
-    no_jit = _disable_jit_state()
 
     @functools.wraps(method)
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
         if hooks.table and forward:
             return hooked_call(method, self, args, kwargs)
-        if dispatcher.fun is None or no_jit.value:
+        if dispatcher.fun is None:
             return method(self, *args, **kwargs)
         if (
-            not local.frames
+            (not opened[0] or not local.frames)
             and (
                 (len(args) == 1 and type(args[0]) in jax_types)  # model(x): one test
                 or jax_types.issuperset(map(type, args))
@@ -877,30 +901,28 @@ def _compiled_method(method: Callable[..., Any]) -> Callable[..., Any]:
             and (not refused or self.__dict__["_blox_aux"] not in refused)
         ):
             entry = self.__dict__.get(STAMP)
-            if entry is not None and entry[0] is token[0]:
-                leaves, treedef = entry[1], entry[2]
-            else:
-                leaves, treedef = flat(self)
-            last, found = memo[0]
-            pair = found if last is treedef else programs(treedef)
-            _CALLER.root = self
             try:
-                program = pair[_CHECKS[0]]
-                if kwargs:
-                    out = program(leaves, *args, **kwargs)
-                elif len(args) == 1:
-                    out = program(leaves, args[0])
+                if entry is not None and entry[0] is token[0]:
+                    leaves, treedef = entry[1], entry[2]
+                    last, found = memo[0]
+                    program = (found if last is treedef else programs(treedef))[_CHECKS[0]]
+                    try:
+                        if kwargs:
+                            return program(leaves, *args, **kwargs)
+                        if len(args) == 1:
+                            return program(leaves, args[0])
+                        return program(leaves, *args)
+                    except _Unrooted:
+                        pass  # a new signature: traced below, naming `self`
                 else:
-                    out = program(leaves, *args)
+                    leaves, treedef = flat(self)
+                return rooted(self, leaves, treedef, args, kwargs)
             except (_NotDirect, *_UNTRACEABLE):
-                _CALLER.root = None
                 refuse(self)  # the dispatcher below runs it (and says why, if it must)
-            except BaseException:
-                _CALLER.root = None
-                raise
-            else:
-                _CALLER.root = None  # (read only while tracing; not kept alive)
-                return out
+            except _JitOff:  # (read there, not on every call)
+                return method(self, *args, **kwargs)
+        if no_jit.value:
+            return method(self, *args, **kwargs)
         with lock:
             try:
                 out = dispatcher((self,), args, kwargs, eager=True)

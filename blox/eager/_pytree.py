@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from ._context import CONTEXT, INTERN_LIMIT
-from ._frames import _local, _note_copy
+from ._frames import OPEN, _local, _note_copy
 
 _PARAM, _BUFFER, _CHILD, _CONTAINER = "param", "buffer", "child", "container"
 _ARRAY_KINDS = (_PARAM, _BUFFER)
@@ -289,7 +289,7 @@ def _unflatten(aux: _Aux, children: Any) -> Any:
     d.update(aux.base)
     for name, child in zip(aux.names, children):  # (measured faster than update(zip))
         d[name] = child
-    if _local.frames:
+    if OPEN[0] and _local.frames:  # (OPEN: a frame open in any thread)
         _note_copy(module)
     return module
 
@@ -333,6 +333,7 @@ def builder(treedef: Any, stamped: dict[tuple[int, ...], tuple[Any, ...]] | None
     env: dict[str, Any] = {
         "_new": _new,
         "_local": _local,
+        "_OPEN": OPEN,
         "_note_copy": _note_copy,
         "_T": CONTEXT.token,  # (its one item replaced in place, never the list)
         "_R": CONTEXT.stamped,  # (emptied in place, never replaced)
@@ -383,7 +384,7 @@ def builder(treedef: Any, stamped: dict[tuple[int, ...], tuple[Any, ...]] | None
     if out is None:
         return None
     if modules:
-        lines.append("    if _local.frames:")
+        lines.append("    if _OPEN[0] and _local.frames:")
         lines.append(f"        for m in ({''.join(m + ', ' for m in modules)}):")
         lines.append("            _note_copy(m)")
     if stamped:  # (the record of stamped objects stays bounded; see `_register`)

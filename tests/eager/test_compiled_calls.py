@@ -89,7 +89,7 @@ def test_disable_jit_runs_python_every_call():
             self.fc = nn.Linear(2, 2, seed=0)
 
         def __call__(self, x):
-            calls.append(1)
+            calls.append(self)
             return self.fc(x)
 
     model = Loud()
@@ -100,6 +100,22 @@ def test_disable_jit_runs_python_every_call():
         model(jnp.ones((1, 2)))
         model(jnp.ones((1, 2)))
     assert len(calls) == 3
+    assert calls[1] is model and calls[2] is model  # the caller's object, not a copy
+
+
+def test_the_disable_jit_reader_falls_back_to_jax_config_without_the_state_object(monkeypatch):
+    from jax._src import config
+
+    from blox.eager._dispatch import _disable_jit_state
+
+    assert _disable_jit_state() is config.disable_jit  # the JAX we pin has it
+    monkeypatch.setattr(config, "disable_jit", None)  # a JAX without it
+    reader = _disable_jit_state()
+    monkeypatch.undo()
+    assert reader is not config.disable_jit and reader.value is False
+    with jax.disable_jit():
+        assert reader.value is True
+    assert reader.value is False
 
 
 def test_value_dependent_python_falls_back_to_op_by_op_with_one_warning():
@@ -341,6 +357,71 @@ def test_a_child_switched_to_training_behind_a_direct_call_still_threads_its_rng
     model.drop.eval()
     np.testing.assert_array_equal(model(x), model(x))
     assert int(model.drop.rng.counter) == 2
+
+
+def test_a_stamped_model_at_a_new_shape_is_alias_checked_on_the_callers_object(monkeypatch):
+    # A repeat call on a stamped model does not name its object; a new shape
+    # must still be traced with the alias check run on the caller's model.
+    from blox.eager import _module
+
+    seen = []
+    check = _module.check_no_aliases
+    monkeypatch.setattr(_module, "check_no_aliases", lambda tree: (seen.append(tree), check(tree)))
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 3, seed=0)
+
+        def __call__(self, x):
+            return self.fc(x)
+
+    model = Tiny().eval()
+    first, second, third = data((2, 4)), data((2, 4), seed=1), data((5, 4))
+    model(first)  # unstamped: stamped, and traced naming the model
+    model(second)  # stamped, same shape: no trace
+    out = model(third)  # stamped, a new shape: traced again, naming the model
+    assert len(seen) == 2 and all(tree is model for tree in seen)
+    expected = third @ model.fc.kernel + model.fc.bias[None]
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_frame_open_in_another_thread_leaves_this_threads_direct_route():
+    # `OPEN` counts frames of every thread; this thread's own frames decide.
+    import threading
+
+    from blox.eager import _frames
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 3, seed=0)
+
+        def __call__(self, x):
+            return self.fc(x)
+
+    entered, release = threading.Event(), threading.Event()
+
+    def waits():
+        with _frames._carry_state():  # (as a blox transform's trace opens one)
+            entered.set()
+            assert release.wait(30)
+
+    model, x = Tiny().eval(), data((3, 4))
+    other = threading.Thread(target=waits)
+    other.start()
+    try:
+        assert entered.wait(30)
+        assert _frames.OPEN[0] == 1  # the other thread's frame is open
+        direct = Tiny.__call__._blox_dispatcher.direct_cached
+        out = model(x)
+        assert Tiny.__call__._blox_dispatcher.direct_cached == direct + 1
+    finally:
+        release.set()
+        other.join(30)
+    assert _frames.OPEN[0] == 0
+    expected = x @ model.fc.kernel + model.fc.bias[None]
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_a_type_error_of_the_method_itself_still_reaches_the_caller():
