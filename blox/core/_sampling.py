@@ -18,11 +18,13 @@ The compiled programs are also kept on disk (serialised executables, about
 `$BLOX_CACHE_DIR`, default `~/.cache/blox`; set `BLOX_CACHE_DIR=off` to
 neither read nor write. Only these sampling programs are stored there; JAX's
 own persistent compilation cache is untouched. A file's name carries the
-JAX, jaxlib and device versions and a hash of `XLA_FLAGS`, so a program
-compiled under other settings is never loaded.
+JAX, jaxlib and device versions, a hash of `XLA_FLAGS` and one of this
+module's source, so a program compiled under other settings or by other
+code is never loaded.
 """
 
 import contextlib
+import functools
 import hashlib
 import math
 import os
@@ -32,7 +34,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
@@ -41,9 +42,7 @@ from ._initializers import Uniform, VarianceScaling
 CHUNK = 1 << 16
 """Elements per call of a sampling program."""
 
-_VERSION = 4  # bump when the programs change, so stale cache files are ignored
 _programs: dict[str, Any] = {}
-_impl: list[Any] = []
 
 # While `planning(hook)` runs, `Module.get_param` creates parameters through
 # `hook(rng, params, init, shape, dtype)` instead of drawing and initialising.
@@ -212,52 +211,59 @@ def _bits(k1: jax.Array, k2: jax.Array, high: jax.Array, low: jax.Array) -> jax.
     return lax.bitwise_xor(bits1, bits2)
 
 
-def _given_bits_impl() -> Any:
-    """A PRNG implementation whose key is a chunk of bits, and draws exactly those."""
-    if _impl:
-        return _impl[0]
-    try:  # the public `jax.extend.random` re-exports it, importing all of jax.extend (~15 ms)
-        from jax._src.extend.random import define_prng_impl
-    except ImportError:  # (a JAX that moved it)
-        from jax.extend.random import define_prng_impl
+def _unit_floats(bits: jax.Array) -> jax.Array:
+    """Floats in [0, 1) from 32 random bits each, as `jax.random.uniform` makes them.
 
-    def random_bits(data: jax.Array, bit_width: int, shape: tuple[int, ...]) -> jax.Array:
-        if bit_width != 32 or tuple(shape) != (CHUNK,):
-            raise NotImplementedError("the sampling programs draw one chunk of 32-bit floats")
-        return data
+    The top 23 bits become the mantissa of a float in [1, 2), less one.
+    """
+    mantissa = lax.shift_right_logical(bits, np.uint32(32 - 23))
+    one = lax.bitwise_or(mantissa, np.array(1.0, np.float32).view(np.uint32))
+    return lax.sub(lax.bitcast_convert_type(one, np.float32), np.float32(1))
 
-    def unsupported(*args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("a key of given bits only draws them")
 
-    impl = define_prng_impl(
-        key_shape=(CHUNK,),
-        seed=unsupported,
-        split=unsupported,
-        random_bits=random_bits,
-        fold_in=unsupported,
-        name="blox_given_bits",
-        tag="bgb",
-    )
-    _impl.append(impl)
-    return impl
+def _uniform(bits: jax.Array, low: Any, high: Any) -> jax.Array:
+    """`jax.random.uniform(key, (CHUNK,), float32, low, high)` for a key drawing `bits`."""
+    spread = lax.sub(high, low)
+    return lax.max(low, lax.add(lax.mul(_unit_floats(bits), spread), low))
 
 
 def _draw(kind: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    """`kind`'s values from one chunk of bits, by JAX's own transforms (so JAX's numbers)."""
+    """`kind`'s values from one chunk of bits: JAX's own formulas, op for op.
+
+    Written in `lax` primitives rather than by calling `jax.random` on a key
+    of given bits: the same operations in the same order (so the same
+    numbers, which tests/core/test_sampling.py checks bit for bit against
+    the compiled initialiser), traced and lowered in half the time, which a
+    process's first model construction waits for.
+    """
+    sqrt2 = np.float32(np.sqrt(2))
 
     def draw(bits: jax.Array, scale: jax.Array) -> jax.Array:
-        key = jax.random.wrap_key_data(bits, impl=_given_bits_impl())
-        if kind == "truncated_normal":
-            values = jax.random.truncated_normal(key, -2, 2, (CHUNK,), jnp.float32)
-        elif kind == "normal":
-            values = jax.random.normal(key, (CHUNK,), jnp.float32)
-        elif kind == "bounded_uniform":  # `Uniform(bound)`: `scale` is the bound
-            return jax.random.uniform(key, (CHUNK,), jnp.float32, -scale, scale)
-        else:
-            values = jax.random.uniform(key, (CHUNK,), jnp.float32, -1)
-        return values * scale
+        if kind == "bounded_uniform":  # `Uniform(bound)`: `scale` is the bound
+            return _uniform(bits, lax.neg(scale), scale)
+        if kind == "uniform":
+            return lax.mul(_uniform(bits, np.float32(-1), np.float32(1)), scale)
+        if kind == "normal":
+            low = np.nextafter(np.float32(-1), np.float32(0))
+            unit = _uniform(bits, low, np.float32(1))
+            return lax.mul(lax.mul(sqrt2, lax.erf_inv(unit)), scale)
+        # truncated_normal on [-2, 2]: the inverse CDF of a uniform on [erf(-2/√2), erf(2/√2)].
+        lower, upper = np.float32(-2), np.float32(2)
+        a = lax.erf(lax.div(lower, sqrt2))
+        b = lax.erf(lax.div(upper, sqrt2))
+        values = lax.mul(sqrt2, lax.erf_inv(_uniform(bits, a, b)))
+        low = lax.nextafter(lower, np.float32(np.inf))
+        high = lax.nextafter(upper, np.float32(-np.inf))
+        return lax.mul(lax.min(lax.max(values, low), high), scale)
 
     return draw
+
+
+@functools.cache
+def _source_hash() -> str:
+    """A hash of this file: a program written by other code of it is never loaded."""
+    with open(__file__, "rb") as file:
+        return hashlib.sha256(file.read()).hexdigest()[:12]
 
 
 def _cache_file(name: str) -> str | None:
@@ -268,7 +274,7 @@ def _cache_file(name: str) -> str | None:
 
     device = jax.devices()[0]
     tag = f"{device.platform}-{device.device_kind}".replace(" ", "_").replace(os.sep, "_")
-    stem = f"init-{name}-{CHUNK}-v{_VERSION}-jax{jax.__version__}-jaxlib{jaxlib.__version__}"
+    stem = f"init-{name}-{CHUNK}-{_source_hash()}-jax{jax.__version__}-jaxlib{jaxlib.__version__}"
     # A program compiled under other XLA flags may round differently: key on them.
     flags = hashlib.sha256(os.environ.get("XLA_FLAGS", "").encode()).hexdigest()[:12]
     return os.path.join(folder, f"{stem}-{tag}-xla{flags}.bin")

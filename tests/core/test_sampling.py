@@ -233,14 +233,28 @@ def test_a_failed_compile_on_the_background_thread_is_raised(monkeypatch):
 
 
 def test_programs_compiled_under_other_xla_flags_are_kept_apart(tmp_path, monkeypatch):
-    # The full suite compiles at another optimisation level (conftest.py) than a
-    # user's process: a program from one must never be loaded by the other.
+    # A process run at another optimisation level may round differently: a
+    # program compiled by one must never be loaded by the other.
     monkeypatch.setenv("BLOX_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
     low = _sampling._cache_file("uniform")
     monkeypatch.setenv("XLA_FLAGS", "")
     default = _sampling._cache_file("uniform")
     assert low != default and os.path.dirname(low) == os.path.dirname(default) == str(tmp_path)
+
+
+def test_programs_written_by_other_sampling_code_are_never_loaded(tmp_path, monkeypatch):
+    # An upgrade that changes a transform must not load the old one from disk.
+    monkeypatch.setenv("BLOX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_sampling, "_programs", {})
+    init = VarianceScaling(1.0, "fan_in", "uniform")
+    _sampling.sample(init, jax.random.key(0), (3, 4), jnp.float32)
+    written = _sampling._cache_file("uniform")
+    assert os.path.exists(written)
+    monkeypatch.setattr(_sampling, "_source_hash", lambda: "0123456789ab")
+    assert _sampling._cache_file("uniform") != written
+    monkeypatch.setattr(_sampling, "_programs", {})
+    assert _sampling._load("uniform") is None
 
 
 def test_the_unrolled_threefry_equals_the_primitive():
