@@ -260,21 +260,28 @@ def _draw(kind: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
 
 
 @functools.cache
-def _source_hash() -> str:
-    """A hash of this file: a program written by other code of it is never loaded."""
-    with open(__file__, "rb") as file:
-        return hashlib.sha256(file.read()).hexdigest()[:12]
+def _source_hash() -> str | None:
+    """A hash of this file, so a program written by other code of it is never loaded.
+
+    `None` where the source cannot be read (a frozen or source-less install):
+    the disk cache is then not used, rather than risk a stale program.
+    """
+    try:
+        with open(__file__, "rb") as file:
+            return hashlib.sha256(file.read()).hexdigest()[:12]
+    except OSError:
+        return None
 
 
 def _cache_file(name: str) -> str | None:
-    folder = cache_dir()
-    if folder is None:
+    folder, source = cache_dir(), _source_hash()
+    if folder is None or source is None:
         return None
     import jaxlib
 
     device = jax.devices()[0]
     tag = f"{device.platform}-{device.device_kind}".replace(" ", "_").replace(os.sep, "_")
-    stem = f"init-{name}-{CHUNK}-{_source_hash()}-jax{jax.__version__}-jaxlib{jaxlib.__version__}"
+    stem = f"init-{name}-{CHUNK}-{source}-jax{jax.__version__}-jaxlib{jaxlib.__version__}"
     # A program compiled under other XLA flags may round differently: key on them.
     flags = hashlib.sha256(os.environ.get("XLA_FLAGS", "").encode()).hexdigest()[:12]
     return os.path.join(folder, f"{stem}-{tag}-xla{flags}.bin")

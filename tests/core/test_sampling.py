@@ -257,6 +257,19 @@ def test_programs_written_by_other_sampling_code_are_never_loaded(tmp_path, monk
     assert _sampling._load("uniform") is None
 
 
+def test_an_unreadable_source_switches_the_disk_cache_off(tmp_path, monkeypatch):
+    # A frozen install without the .py file still builds models; it only compiles.
+    monkeypatch.setenv("BLOX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_sampling, "_source_hash", lambda: None)
+    monkeypatch.setattr(_sampling, "_programs", {})
+    assert _sampling._cache_file("uniform") is None
+    init = VarianceScaling(1.0, "fan_in", "uniform")
+    got = _sampling.sample(init, jax.random.key(0), (3, 4), jnp.float32)
+    want = jax.jit(lambda k: init(k, (3, 4)))(jax.random.key(0))
+    np.testing.assert_array_equal(_bits(got), _bits(want))
+    assert os.listdir(tmp_path) == []
+
+
 def test_the_unrolled_threefry_equals_the_primitive():
     import jax.extend.random as xr
 
